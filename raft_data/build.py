@@ -1,0 +1,211 @@
+"""The `raft-data build` recipe: load -> (rewrite -> filter -> fuse -> measure) per shard -> write.
+
+Work is done in shards; a finished shard is a Parquet file stamped with the config hash
+and input fingerprint, so a rerun skips it, and every model call is cached by content,
+so a killed shard redoes no finished batch. A resumed build ends with the same files as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import shutil
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from raft_data.backends import open_backend
+from raft_data.cache import CallCache
+from raft_data.card import plot_histograms, write_card
+from raft_data.config import PipelineConfig
+from raft_data.errors import RaftDataError
+from raft_data.filter import load_embedder
+from raft_data.load import load_input
+from raft_data.refine import STAGES, Models, refine_shard
+from schemas.manifest import CompatibilityGap, Counts, Manifest, ModelInfo, StageTiming, write_manifest
+from schemas.model_registry import resolve_model
+from schemas.parquet_io import check_file_schema, read_records, write_records
+from schemas.records import RefinedRecord, RejectedRecord
+
+STATE_DIR = ".raft"
+REJECTED_FILE = "rejected/rejected.parquet"
+
+
+@dataclass
+class BuildResult:
+    folder: Path
+    manifest: Manifest | None  # None when stopped early by max_shards
+    shards_done: int
+    shards_skipped: int
+
+
+def tool_version() -> str:
+    try:
+        return importlib.metadata.version("raft-toolkit")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def shard_name(index: int, total: int) -> str:
+    return f"data/train-{index:05d}-of-{total:05d}.parquet"
+
+
+def _shard_done(path: Path, stamp: dict[str, str]) -> dict[str, str] | None:
+    """The shard's metadata if it was finished by this same config on this same input."""
+    if not path.exists():
+        return None
+    try:
+        extra = check_file_schema(path, RefinedRecord)
+    except Exception:
+        return None
+    if all(extra.get(k) == v for k, v in stamp.items()):
+        return extra
+    return None
+
+
+def _prepare_folder(folder: Path, config_hash: str, overwrite: bool) -> None:
+    state = folder / STATE_DIR / "build.json"
+    if folder.exists() and any(folder.iterdir()):
+        previous = json.loads(state.read_text()).get("config_hash") if state.exists() else None
+        if previous != config_hash:
+            if not overwrite:
+                what = f"a build of another config ({previous})" if previous else "files not made by raft-data build"
+                raise RaftDataError(
+                    f"output.dir '{folder}' holds {what}; choose another output.dir or pass --overwrite"
+                )
+            for child in ("data", "rejected", "manifest.json", "README.md"):
+                target = folder / child
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+    (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"config_hash": config_hash}))
+
+
+def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None = None) -> BuildResult:
+    """Run stage 1 for a config. `max_shards` stops early (tests of resume); the manifest
+    and card are written only when every shard is done."""
+    started = time.perf_counter()
+    folder = Path(cfg.output.dir)
+    config_hash = cfg.config_hash()
+    loaded = load_input(cfg.input)
+    _prepare_folder(folder, config_hash, overwrite)
+
+    records = loaded.records
+    size = cfg.output.shard_size
+    total = max(1, (len(records) + size - 1) // size)
+    stamp = {"config_hash": config_hash, "input_fingerprint": loaded.fingerprint}
+    timings = {stage: StageTiming() for stage in STAGES}
+    cache = CallCache(folder / STATE_DIR / "calls.sqlite")
+    models: Models | None = None
+    done = skipped = 0
+    try:
+        for index in tqdm(range(total), desc="shards", unit="shard"):
+            path = folder / shard_name(index, total)
+            extra = _shard_done(path, stamp)
+            if extra is not None:
+                for stage, value in json.loads(extra.get("timings", "{}")).items():
+                    t = StageTiming.model_validate(value)
+                    timings[stage].seconds += t.seconds
+                    timings[stage].requests += t.requests
+                    timings[stage].cached += t.cached
+                    timings[stage].generated_tokens += t.generated_tokens
+                skipped += 1
+                continue
+            if max_shards is not None and done >= max_shards:
+                return BuildResult(folder, None, done, skipped)
+            if models is None:
+                models = _open_models(cfg)
+            shard_timings = {stage: StageTiming() for stage in STAGES}
+            refined = refine_shard(records[index * size : (index + 1) * size], models, cfg, cache, shard_timings)
+            meta = {**stamp, "timings": json.dumps({k: v.model_dump() for k, v in shard_timings.items()})}
+            write_records(path, refined, RefinedRecord, meta)
+            for stage, t in shard_timings.items():
+                timings[stage].seconds += t.seconds
+                timings[stage].requests += t.requests
+                timings[stage].cached += t.cached
+                timings[stage].generated_tokens += t.generated_tokens
+            done += 1
+    finally:
+        cache.close()
+
+    write_records(folder / REJECTED_FILE, loaded.rejected, RejectedRecord, stamp)
+    data_files = [shard_name(i, total) for i in range(total)]
+    table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False)
+    rows = table.to_pylist()
+    manifest = _manifest(cfg, loaded.fingerprint, loaded.rows_in, rows, len(loaded.rejected), timings, data_files)
+    sims = [r["similarity"] for r in rows if r["similarity"] is not None]
+    judged = [r["fusion_score"] for r in rows if r["fusion_score"] is not None]
+    plots = plot_histograms(folder, sims, judged, cfg.filter.tau)
+    manifest.timings["total"] = StageTiming(seconds=time.perf_counter() - started)
+    write_manifest(folder, manifest)
+    write_card(folder, manifest, cfg.output.license, cfg.output.language, plots)
+    return BuildResult(folder, manifest, done, skipped)
+
+
+def _open_models(cfg: PipelineConfig) -> Models:
+    original = open_backend(cfg.model, cfg.backend, cfg.model_revision)
+    fusion = open_backend(cfg.fusion_model, cfg.backend) if cfg.fusion.enabled else None
+    judges = [open_backend(j, cfg.backend) for j in cfg.judge_models] if cfg.fusion.enabled else []
+    return Models(original, fusion, judges, load_embedder(cfg.filter.embedder))
+
+
+def _model_infos(cfg: PipelineConfig) -> dict[str, ModelInfo]:
+    roles = {"original": cfg.model, "embedder": cfg.filter.embedder}
+    if cfg.fusion.enabled:
+        roles["fusion"] = cfg.fusion_model
+        for i, judge in enumerate(cfg.judge_models):
+            roles[f"judge_{i}"] = judge
+    out = {}
+    for role, name in roles.items():
+        resolved = resolve_model(name, cfg.model_revision if role == "original" else None)
+        out[role] = ModelInfo(name=name, model_id=resolved.model_id, revision=resolved.revision)
+    return out
+
+
+def _manifest(
+    cfg: PipelineConfig,
+    fingerprint: str,
+    rows_in: int,
+    rows: list[dict],
+    rejected: int,
+    timings: dict[str, StageTiming],
+    data_files: list[str],
+) -> Manifest:
+    reasons = Counter(r["reason"].split(":", 1)[0] for r in rows)
+    if rejected:
+        reasons["rejected_input"] = rejected
+    gold = [r["gold_nll"] for r in rows if r["gold_nll"] is not None]
+    final = [r["final_nll"] for r in rows if r["final_nll"] is not None]
+    return Manifest(
+        tool_version=tool_version(),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        pipeline_name=cfg.name,
+        pipeline_config=cfg.model_dump(mode="json"),
+        config_hash=cfg.config_hash(),
+        input_fingerprint=fingerprint,
+        models=_model_infos(cfg),
+        counts=Counts(
+            rows_in=rows_in,
+            accepted=sum(r["decision"] == "accepted" for r in rows),
+            fallback=sum(r["decision"] == "fallback" for r in rows),
+            rejected=rejected,
+            over_length=sum(bool(r["over_length"]) for r in rows),
+            by_reason=dict(reasons),
+        ),
+        timings=timings,
+        compatibility_gap=CompatibilityGap(
+            gold_nll_mean=statistics.fmean(gold) if gold else None,
+            final_nll_mean=statistics.fmean(final) if final else None,
+            rows=len(final),
+        ),
+        data_files=data_files,
+        rejected_files=[REJECTED_FILE],
+    )

@@ -1,0 +1,265 @@
+"""The `raft-data build` pipeline config: every knob, validated, with the paper's defaults.
+
+Values the paper leaves unspecified carry this project's defaults and say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raft_data.errors import RaftDataError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+
+# SDFT's published self-distillation prompt (Yang et al. 2024); the paper gives none.
+REWRITE_TEMPLATE = (
+    "Below is an instruction with a reference answer. Using the reference answer as a "
+    "guide, write your own response.\n\n### Instruction:\n{question}\n\n"
+    "### Reference answer:\n{answer}"
+)
+FUSION_TEMPLATE = (
+    "Merge the two answers below into one answer to the question. Keep every fact of the "
+    "reference answer exactly (numbers, names, symbols) and write it in the style of the "
+    "draft answer. Reply with the merged answer only.\n\n### Question:\n{question}\n\n"
+    "### Reference answer:\n{answer}\n\n### Draft answer:\n{rewrite}"
+)
+JUDGE_TEMPLATE = (
+    "Rate the candidate answer to the question from 1 (wrong or unhelpful) to 10 (correct, "
+    "complete and clear). The reference answer is correct.\n\n### Question:\n{question}\n\n"
+    "### Reference answer:\n{answer}\n\n### Candidate answer:\n{candidate}\n\n"
+    "Reply with one line of the form 'Score: N'."
+)
+# Stage 2's teacher prompt (paper's template); used here to measure context length.
+TEACHER_TEMPLATE = (
+    "Background reference knowledge: {reference}\n"
+    "Answer the question based on the reference knowledge: {question}\n"
+    "Answer: "
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    """Where the (question, gold answer) pairs come from and which fields hold them."""
+
+    path: str = Field(description="JSONL, CSV, Parquet file, a `datasets` folder, or a Hub dataset id")
+    format: Literal["auto", "jsonl", "csv", "parquet", "datasets", "hub"] = "auto"
+    split: str = "train"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    domain: str = "default"
+    domain_field: str | None = None
+    metadata_fields: list[str] = Field(default_factory=list)
+    on_bad_row: Literal["quarantine", "fail"] = "quarantine"
+    limit: int | None = Field(default=None, ge=1)
+
+
+class SamplingConfig(_Strict):
+    """Sampling for one generation stage (the paper does not specify these)."""
+
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=192, ge=1)
+    seed: int = 0
+
+
+class BackendConfig(_Strict):
+    """Which generation engine runs the models.
+
+    `auto` takes vLLM when it is importable and transformers `generate` otherwise. On CPU,
+    vLLM needs float32 (bf16 eager produced wrong text there, see STACK.md).
+    """
+
+    engine: Literal["auto", "vllm", "transformers"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    batch_size: int = Field(default=32, ge=1, description="prompts per generate call (transformers)")
+    max_model_len: int = Field(default=4096, ge=128)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    enforce_eager: bool | None = None
+
+
+class RewriteConfig(_Strict):
+    """Step 1: the original model rewrites each gold answer, conditioned on it."""
+
+    prompt_template: str = REWRITE_TEMPLATE
+    system_prompt: str | None = None
+    n: int = Field(default=1, ge=1, description="candidates per row; the best-passing one is kept")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_fields(cls, value: str) -> str:
+        return _check_template(value, {"question", "answer"})
+
+
+class FilterConfig(_Strict):
+    """Step 2: semantic filter (cosine >= tau) plus rapidfuzz string checks."""
+
+    tau: float = Field(default=0.8, ge=-1.0, le=1.0)
+    embedder: str = DEFAULT_EMBEDDER
+    embed_batch_size: int = Field(default=64, ge=1)
+    copy_threshold: float = Field(
+        default=97.0, ge=0.0, le=100.0,
+        description="rapidfuzz ratio at or above which a rewrite is a near-verbatim copy",
+    )
+    repetition_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="share of repeated segments / word 4-grams above which a rewrite is degenerate",
+    )
+    check_facts: bool = True
+    fact_match_threshold: float = Field(
+        default=90.0, ge=0.0, le=100.0,
+        description="rapidfuzz partial_ratio needed to find a gold name in the rewrite",
+    )
+
+
+class FusionConfig(_Strict):
+    """Step 3: a fusion model merges gold and rewrite; judge models score each candidate."""
+
+    enabled: bool = True
+    model: str | None = Field(default=None, description="default: the original model")
+    prompt_template: str = FUSION_TEMPLATE
+    judges: list[str] = Field(default_factory=list, description="default: [the original model]")
+    judge_template: str = JUDGE_TEMPLATE
+    rounds: int = Field(default=2, ge=1)
+    stop_score: float = Field(default=0.8, ge=0.0, le=1.0)
+    score_min: float = 1.0
+    score_max: float = 10.0
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    judge_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=16)
+    )
+    refilter: bool = Field(
+        default=True,
+        description="also run the step-2 checks on each fused candidate against the gold answer",
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _fusion_fields(cls, value: str) -> str:
+        return _check_template(value, {"question", "answer", "rewrite"})
+
+    @field_validator("judge_template")
+    @classmethod
+    def _judge_fields(cls, value: str) -> str:
+        return _check_template(value, {"question", "answer", "candidate"})
+
+
+class TeacherContextConfig(_Strict):
+    """Stage 2 feeds the teacher reference + question + trajectory: flag rows that won't fit."""
+
+    template: str = TEACHER_TEMPLATE
+    max_tokens: int = Field(default=2048, ge=16)
+    trajectory_tokens: int = Field(default=256, ge=0, description="room kept for the sampled answer")
+
+    @field_validator("template")
+    @classmethod
+    def _teacher_fields(cls, value: str) -> str:
+        return _check_template(value, {"reference", "question"})
+
+
+class OutputConfig(_Strict):
+    dir: str
+    shard_size: int = Field(default=128, ge=1)
+    license: str = "other"
+    language: list[str] = Field(default_factory=lambda: ["en"])
+
+
+class PipelineConfig(_Strict):
+    """A whole `raft-data build` run."""
+
+    name: str
+    input: InputConfig
+    output: OutputConfig
+    model: str = Field(default=DEFAULT_MODEL, description="the original model (the one to fine-tune)")
+    model_revision: str | None = None
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    teacher_context: TeacherContextConfig = Field(default_factory=TeacherContextConfig)
+    measure_gap: bool = True
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the output (stable key order)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def fusion_model(self) -> str:
+        return self.fusion.model or self.model
+
+    @property
+    def judge_models(self) -> list[str]:
+        return self.fusion.judges or [self.model]
+
+
+def _check_template(template: str, needed: set[str]) -> str:
+    import string
+
+    names = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    missing = needed - names
+    unknown = names - needed
+    if missing:
+        raise ValueError(f"template lacks placeholder(s) {sorted(missing)}")
+    if unknown:
+        raise ValueError(f"template has unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(needed)}")
+    return template
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid pipeline config"]
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"]
+        ctx = item.get("ctx") or {}
+        if item["type"] == "literal_error" and "expected" in ctx:
+            msg = f"must be one of {ctx['expected']}"
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see pipelines/demo.yaml for every key)"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides (value parsed as YAML) to a raw config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise RaftDataError(f"override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RaftDataError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML pipeline config; relative paths inside it stay relative to the CWD."""
+    path = Path(path)
+    if not path.exists():
+        raise RaftDataError(f"pipeline config '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RaftDataError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise RaftDataError(f"{path}: the top level must be a mapping of keys")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise RaftDataError(_format_error(err, str(path))) from None

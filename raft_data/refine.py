@@ -1,0 +1,145 @@
+"""One shard through the three refinement steps: rewrite -> filter -> fuse, then measure.
+
+Pure over its inputs apart from the model calls it is handed; `build.py` does the I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raft_data.backends import Backend
+from raft_data.cache import CallCache
+from raft_data.config import PipelineConfig
+from raft_data.filter import CheckResult, Embedder, check_pairs
+from raft_data.fuse import fuse
+from raft_data.measure import answer_nlls, teacher_context_tokens
+from raft_data.rewrite import rewrite
+from schemas.manifest import StageTiming
+from schemas.records import RefinedRecord, SourceRecord
+
+STAGES = ("rewrite", "filter", "fuse", "judge", "measure")
+
+
+@dataclass
+class Models:
+    original: Backend
+    fusion: Backend | None
+    judges: list[Backend]
+    embedder: Embedder
+
+
+def _choose(checks: list[CheckResult]) -> int:
+    """The candidate to keep: the most similar that passed, else the most similar overall."""
+    passed = [j for j, c in enumerate(checks) if c.passed]
+    pool = passed or list(range(len(checks)))
+    return max(pool, key=lambda j: (checks[j].similarity, -j))
+
+
+def refine_shard(
+    records: list[SourceRecord],
+    models: Models,
+    cfg: PipelineConfig,
+    cache: CallCache,
+    timings: dict[str, StageTiming],
+) -> list[RefinedRecord]:
+    import time
+
+    candidates = rewrite(models.original, cache, records, cfg.rewrite, timings["rewrite"])
+
+    t0 = time.perf_counter()
+    flat_gold = [r.gold_answer for r, cands in zip(records, candidates, strict=True) for _ in cands]
+    flat_cand = [c for cands in candidates for c in cands]
+    flat = check_pairs(models.embedder, flat_gold, flat_cand, cfg.filter)
+    timings["filter"].seconds += time.perf_counter() - t0
+    timings["filter"].requests += len(flat)
+    checks = [flat[i * cfg.rewrite.n : (i + 1) * cfg.rewrite.n] for i in range(len(records))]
+    chosen = [_choose(c) for c in checks]
+
+    accepted = [i for i, (c, j) in enumerate(zip(checks, chosen, strict=True)) if c[j].passed]
+    fusion: dict[int, Any] = {}
+    if cfg.fusion.enabled and accepted and models.fusion is not None:
+
+        def checker(golds: list[str], texts: list[str]) -> list[CheckResult]:
+            return check_pairs(models.embedder, golds, texts, cfg.filter)
+
+        results = fuse(
+            models.fusion,
+            models.judges,
+            cache,
+            [records[i] for i in accepted],
+            [candidates[i][chosen[i]] for i in accepted],
+            cfg.fusion,
+            checker if cfg.fusion.refilter else None,
+            timings,
+        )
+        fusion = dict(zip(accepted, results, strict=True))
+
+    out: list[RefinedRecord] = []
+    finals: list[tuple[str, str, str, str]] = []  # final text, source, decision, reason
+    for i, record in enumerate(records):
+        check = checks[i][chosen[i]]
+        rewrite_text = candidates[i][chosen[i]]
+        if not check.passed:
+            finals.append((record.gold_answer, "gold", "fallback", check.reason))
+        elif i not in fusion:
+            reason = "fusion_disabled" if not cfg.fusion.enabled else "rewrite_accepted"
+            finals.append((rewrite_text, "rewrite", "accepted", reason))
+        else:
+            res = fusion[i]
+            if res.best is None:
+                why = res.checks[-1].reason if res.checks else "no candidate"
+                finals.append((rewrite_text, "rewrite", "accepted", f"fusion_failed_checks: {why}"))
+            elif res.best_score is None:
+                finals.append((res.candidates[res.best], "fusion", "accepted", "fused_unscored"))
+            else:
+                finals.append(
+                    (res.candidates[res.best], "fusion", "accepted", f"fused: judge mean {res.best_score:.2f}")
+                )
+
+    t0 = time.perf_counter()
+    tok = models.original.tokenizer
+    ctx = [teacher_context_tokens(tok, r.question, f[0], cfg.teacher_context) for r, f in zip(records, finals, strict=True)]
+    timings["measure"].seconds += time.perf_counter() - t0
+    gold_nll: list[float | None] = [None] * len(records)
+    final_nll: list[float | None] = [None] * len(records)
+    if cfg.measure_gap:
+        qs = [r.question for r in records]
+        bs = max(1, min(cfg.backend.batch_size, 16))
+        gold_nll = list(answer_nlls(models.original, cache, qs, [r.gold_answer for r in records], timings["measure"], bs, "nll gold"))
+        final_nll = list(answer_nlls(models.original, cache, qs, [f[0] for f in finals], timings["measure"], bs, "nll final"))
+
+    for i, record in enumerate(records):
+        check = checks[i][chosen[i]]
+        final, source, decision, reason = finals[i]
+        res = fusion.get(i)
+        fused_sim = None
+        if res is not None and res.best is not None and res.checks:
+            fused_sim = res.checks[res.best].similarity
+        out.append(
+            RefinedRecord(
+                **record.model_dump(),
+                rewrite_candidates=candidates[i],
+                rewrite=candidates[i][chosen[i]],
+                similarity=check.similarity,
+                copy_score=check.copy_score,
+                repetition_score=check.repetition_score,
+                missing_facts=check.missing_facts,
+                decision=decision,  # type: ignore[arg-type]
+                reason=reason,
+                fusion_candidates=res.candidates if res else [],
+                fusion_scores=res.scores if res else [],
+                judge_errors=res.judge_errors if res else [],
+                fusion_rounds=res.rounds if res else 0,
+                fusion_score=res.best_score if res else None,
+                fused_similarity=fused_sim,
+                final_answer=final,
+                final_source=source,  # type: ignore[arg-type]
+                teacher_context_tokens=ctx[i][0],
+                over_length=ctx[i][1],
+                over_length_reason=ctx[i][2],
+                gold_nll=gold_nll[i],
+                final_nll=final_nll[i],
+            )
+        )
+    return out
