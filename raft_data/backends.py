@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from raft_data.config import BackendConfig, SamplingConfig
 from raft_data.errors import RaftDataError
-from schemas.model_registry import ResolvedModel, resolve_model
 from schemas.errors import SchemaError
+from schemas.model_registry import ResolvedModel, resolve_model
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype).to(self.device)
+        self.lm: Any = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
+        self.lm.to(self.device)  # type: ignore[arg-type]
         self.lm.eval()
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[Any, Any]:
@@ -127,7 +128,8 @@ class TransformersBackend:
         for row in out[:, ids.shape[1]:].tolist():
             if eos in row:
                 row = row[: row.index(eos)]
-            results.append(Generation(self.tokenizer.decode(row, skip_special_tokens=True).strip(), len(row)))
+            text = str(self.tokenizer.decode(row, skip_special_tokens=True))
+            results.append(Generation(text.strip(), len(row)))
         return results
 
     def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
@@ -201,6 +203,12 @@ class VLLMBackend:
         )
         return [Generation(o.outputs[0].text.strip(), len(o.outputs[0].token_ids)) for o in outputs]
 
+    def close(self) -> None:
+        """Stop the engine's worker processes now rather than at interpreter exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
     def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
         from vllm import SamplingParams, TokensPrompt
 
@@ -214,7 +222,11 @@ class VLLMBackend:
         for o, p, a in zip(outputs, prompts, answers, strict=True):
             seq = p + a
             lps = o.prompt_logprobs or []
-            vals = [lps[j][seq[j]].logprob for j in range(len(p), len(seq)) if lps[j] is not None]
+            vals = []
+            for j in range(len(p), len(seq)):
+                position = lps[j]
+                if position is not None:
+                    vals.append(position[seq[j]].logprob)
             out.append(float(-sum(vals) / max(len(vals), 1)))
         return out
 
@@ -243,7 +255,11 @@ def open_backend(name: str, cfg: BackendConfig, revision: str | None = None) -> 
 
 
 def close_backends() -> None:
-    """Drop every open engine (tests and long-lived processes)."""
+    """Stop and drop every open engine (tests and long-lived processes)."""
+    for backend in _OPEN.values():
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
     _OPEN.clear()
     import gc
 

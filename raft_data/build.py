@@ -28,7 +28,14 @@ from raft_data.errors import RaftDataError
 from raft_data.filter import load_embedder
 from raft_data.load import load_input
 from raft_data.refine import STAGES, Models, refine_shard
-from schemas.manifest import CompatibilityGap, Counts, Manifest, ModelInfo, StageTiming, write_manifest
+from schemas.manifest import (
+    CompatibilityGap,
+    Counts,
+    Manifest,
+    ModelInfo,
+    StageTiming,
+    write_manifest,
+)
 from schemas.model_registry import resolve_model
 from schemas.parquet_io import check_file_schema, read_records, write_records
 from schemas.records import RefinedRecord, RejectedRecord

@@ -32,6 +32,10 @@ def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> Non
     except (RaftDataError, SchemaError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    finally:
+        from raft_data.backends import close_backends
+
+        close_backends()
     assert result.manifest is not None
     click.echo(format_summary(result.manifest, result.folder, result.shards_done, result.shards_skipped))
 

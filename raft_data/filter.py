@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from rapidfuzz import fuzz, process, utils
 
@@ -141,4 +141,4 @@ def load_embedder(name: str, device: str | None = None) -> Embedder:
     from schemas.model_registry import resolve_model
 
     model = resolve_model(name)
-    return SentenceTransformer(str(model.path), device=device)  # type: ignore[no-any-return]
+    return cast(Embedder, SentenceTransformer(str(model.path), device=device))

@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 
 from raft_data.config import FilterConfig
-from raft_data.filter import check_pairs, decide, gold_facts, load_embedder, missing_facts, repetition_score
+from raft_data.filter import (
+    check_pairs,
+    decide,
+    gold_facts,
+    load_embedder,
+    missing_facts,
+    repetition_score,
+)
 
 GOLD = "Symbol: Fe. Iron is element 26, in period 4."
 

