@@ -131,6 +131,10 @@ class FusionConfig(_Strict):
     prompt_template: str = FUSION_TEMPLATE
     judges: list[str] = Field(default_factory=list, description="default: [the original model]")
     judge_template: str = JUDGE_TEMPLATE
+    judge_prefill: str = Field(
+        default="Score:",
+        description="text the judge's reply is started with, so even small judges answer with a number",
+    )
     rounds: int = Field(default=2, ge=1)
     stop_score: float = Field(default=0.8, ge=0.0, le=1.0)
     score_min: float = 1.0

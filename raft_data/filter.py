@@ -9,6 +9,7 @@ vanished from the rewrite is a changed fact even when the embeddings agree.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -92,16 +93,36 @@ def repetition_score(text: str) -> float:
     return max(seg_share, gram_share)
 
 
+def template_lines(template: str) -> list[str]:
+    """The fixed lines of a prompt template (placeholders removed), long enough to recognise."""
+    literal = "".join(text for text, _, _, _ in string.Formatter().parse(template))
+    return [line.strip() for line in literal.splitlines() if len(line.strip()) >= 12]
+
+
+def echoed_line(candidate: str, lines: list[str]) -> str | None:
+    """A template line the candidate repeats: small models often echo their prompt, and an
+    echo of a prompt that quotes the gold answer scores high on every similarity check."""
+    for line in lines:
+        if line in candidate:
+            return line
+        if len(line) >= 30 and fuzz.partial_ratio(line, candidate, processor=utils.default_process) >= 95:
+            return line
+    return None
+
+
 def decide(
-    gold: str, candidate: str, similarity: float, cfg: FilterConfig
+    gold: str, candidate: str, similarity: float, cfg: FilterConfig, template: str | None = None
 ) -> CheckResult:
     """The verdict for one pair; the first failing check names the reason."""
     copy = float(fuzz.ratio(gold, candidate, processor=utils.default_process))
     rep = repetition_score(candidate)
     missing = missing_facts(gold, candidate, cfg.fact_match_threshold) if cfg.check_facts else []
     result = CheckResult(similarity, copy, rep, missing)
+    echo = echoed_line(candidate, template_lines(template)) if template else None
     if not candidate.strip():
         result.reason = "empty_rewrite"
+    elif echo is not None:
+        result.reason = f"prompt_echo: {echo[:60]!r}"
     elif rep > cfg.repetition_threshold:
         result.reason = f"degenerate_repetition: {rep:.2f} > {cfg.repetition_threshold:.2f}"
     elif copy >= cfg.copy_threshold:
@@ -129,10 +150,15 @@ def cosine_pairs(embedder: Embedder, golds: list[str], candidates: list[str], ba
 
 
 def check_pairs(
-    embedder: Embedder, golds: list[str], candidates: list[str], cfg: FilterConfig
+    embedder: Embedder,
+    golds: list[str],
+    candidates: list[str],
+    cfg: FilterConfig,
+    template: str | None = None,
 ) -> list[CheckResult]:
+    """All checks for aligned pairs; `template` is the prompt that produced the candidates."""
     sims = cosine_pairs(embedder, golds, candidates, cfg.embed_batch_size)
-    return [decide(g, c, s, cfg) for g, c, s in zip(golds, candidates, sims, strict=True)]
+    return [decide(g, c, s, cfg, template) for g, c, s in zip(golds, candidates, sims, strict=True)]
 
 
 def load_embedder(name: str, device: str | None = None) -> Embedder:

@@ -92,6 +92,7 @@ def fuse(
         checks = check([records[i].gold_answer for i in active], texts) if check else None
         per_judge: list[list[float | None]] = []
         for judge in judges:
+            prefill = list(judge.tokenizer(cfg.judge_prefill, add_special_tokens=False)["input_ids"])
             jprompts = [
                 render_chat(
                     judge.tokenizer,
@@ -99,6 +100,7 @@ def fuse(
                         question=records[i].question, answer=records[i].gold_answer, candidate=t
                     ),
                 )
+                + prefill
                 for i, t in zip(active, texts, strict=True)
             ]
             jseeds = [request_seed(cfg.judge_sampling.seed, "judge", records[i].id, rnd) for i in active]
@@ -107,10 +109,11 @@ def fuse(
             )
             scores = []
             for i, g in zip(active, jouts, strict=True):
-                score = parse_score(g.text, cfg.score_min, cfg.score_max)
+                reply = f"{cfg.judge_prefill} {g.text}" if cfg.judge_prefill else g.text
+                score = parse_score(reply, cfg.score_min, cfg.score_max)
                 if score is None:
                     results[i].judge_errors.append(
-                        f"round {rnd + 1}, judge {judge.model.name}: unparseable {g.text[:200]!r}"
+                        f"round {rnd + 1}, judge {judge.model.name}: unparseable {reply[:200]!r}"
                     )
                 scores.append(score)
             per_judge.append(scores)

@@ -50,7 +50,7 @@ def refine_shard(
     t0 = time.perf_counter()
     flat_gold = [r.gold_answer for r, cands in zip(records, candidates, strict=True) for _ in cands]
     flat_cand = [c for cands in candidates for c in cands]
-    flat = check_pairs(models.embedder, flat_gold, flat_cand, cfg.filter)
+    flat = check_pairs(models.embedder, flat_gold, flat_cand, cfg.filter, cfg.rewrite.prompt_template)
     timings["filter"].seconds += time.perf_counter() - t0
     timings["filter"].requests += len(flat)
     checks = [flat[i * cfg.rewrite.n : (i + 1) * cfg.rewrite.n] for i in range(len(records))]
@@ -61,7 +61,7 @@ def refine_shard(
     if cfg.fusion.enabled and accepted and models.fusion is not None:
 
         def checker(golds: list[str], texts: list[str]) -> list[CheckResult]:
-            return check_pairs(models.embedder, golds, texts, cfg.filter)
+            return check_pairs(models.embedder, golds, texts, cfg.filter, cfg.fusion.prompt_template)
 
         results = fuse(
             models.fusion,
@@ -91,7 +91,8 @@ def refine_shard(
                 why = res.checks[-1].reason if res.checks else "no candidate"
                 finals.append((rewrite_text, "rewrite", "accepted", f"fusion_failed_checks: {why}"))
             elif res.best_score is None:
-                finals.append((res.candidates[res.best], "fusion", "accepted", "fused_unscored"))
+                # no judge could score any candidate: an unverified fusion is not trusted
+                finals.append((rewrite_text, "rewrite", "accepted", "fusion_unscored"))
             else:
                 finals.append(
                     (res.candidates[res.best], "fusion", "accepted", f"fused: judge mean {res.best_score:.2f}")

@@ -63,3 +63,16 @@ def test_real_minilm_cosine_separates_paraphrase_from_drift() -> None:
     assert res[0].similarity >= cfg.tau and res[0].passed
     assert res[1].similarity < 0.5 and res[1].code == "low_similarity"
     assert res[2].similarity > 0.9
+
+
+def test_prompt_echo_is_caught_before_similarity() -> None:
+    from raft_data.config import FUSION_TEMPLATE
+
+    echo = (
+        "Merge the two answers below into one answer to the question.\n\n### Question:\nWhich?\n\n"
+        "### Reference answer:\n" + GOLD
+    )
+    r = decide(GOLD, echo, 0.95, FilterConfig(check_facts=False), FUSION_TEMPLATE)
+    assert not r.passed and r.code == "prompt_echo"
+    honest = "Iron's chemical symbol is Fe; it is element 26, in period 4, as the reference answer says."
+    assert decide(GOLD, honest, 0.9, FilterConfig(), FUSION_TEMPLATE).passed
