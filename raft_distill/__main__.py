@@ -1,0 +1,3 @@
+from raft_distill.cli import main
+
+main()

@@ -1,0 +1,233 @@
+"""The `raft-distill fit` config: every knob of METHOD.md stage 2, with documented defaults.
+
+Defaults follow the paper where it gives a value (AdamW, lr 5e-6, weight decay 0.01,
+top_k 512, temperature 1.5, EMA beta 0.9, bf16); where it is silent the default is this
+project's choice and says so. Unknown keys are errors that name the key and the allowed
+ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raft_distill.errors import DistillError
+
+PAPER_TEACHER_TEMPLATE = (
+    "Background reference knowledge: {reference}\n"
+    "Answer the question based on the reference knowledge: {question}\n"
+    "Answer: "
+)
+
+
+_ALL_DECISIONS: tuple[Literal["accepted", "fallback"], ...] = ("accepted", "fallback")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Where the fused dataset D^ is and which of its rows train."""
+
+    path: str = Field(description="dataset folder from `raft-data build` (data/*.parquet)")
+    eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="held out by id hash")
+    seed: int = Field(default=0, description="salt of the id hash that makes the train/eval split")
+    use_decisions: list[Literal["accepted", "fallback"]] = Field(
+        default_factory=lambda: list(_ALL_DECISIONS),
+        description="stage-1 decisions to train on (both: nothing dropped, as in the paper)",
+    )
+    on_over_length: Literal["skip", "fail"] = Field(
+        default="skip",
+        description="rows too long for the teacher/student context (stage-1 flag or our "
+        "own token count): skip and count them, or stop with an error. Never truncated.",
+    )
+    max_prompt_tokens: int = Field(default=1024, gt=0, description="student prompt (chat template)")
+    max_target_tokens: int = Field(default=1024, gt=0, description="SFT target y^ tokens (+ eos)")
+
+
+class ModelConfig(_Strict):
+    """Student S (trained) and teacher T (frozen original); names go through schemas."""
+
+    student: str = "smollm2-135m-instruct"
+    teacher: str | None = Field(
+        default=None, description="default: the student's name (frozen copy)"
+    )
+
+
+class RolloutConfig(_Strict):
+    """Student sampling of z ~ S(. | x); the paper does not specify the settings."""
+
+    max_new_tokens: int = Field(default=128, gt=0)
+    temperature: float = Field(default=1.0, ge=0.0, description="0 = greedy")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(
+        default=0, ge=0, description="0 = off (transformers otherwise defaults to 50)"
+    )
+
+
+class TeacherConfig(_Strict):
+    """How the teacher sees z: with y^ as privileged context (raft) or plain (on-policy)."""
+
+    template: str = Field(
+        default=PAPER_TEACHER_TEMPLATE,
+        description="paper's template; must contain {reference} and {question}; z follows",
+    )
+    prompt_format: Literal["plain", "chat"] = Field(
+        default="plain",
+        description="plain: the template text as is (paper); chat: wrapped as a user turn of "
+        "the tokenizer's chat template (this project's option, paper silent)",
+    )
+    max_context_tokens: int = Field(
+        default=2048, gt=0, description="teacher context (template with y^ and x) token limit"
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _has_fields(cls, value: str) -> str:
+        for name in ("{reference}", "{question}"):
+            if name not in value:
+                raise ValueError(f"teacher template must contain {name}")
+        return value
+
+
+class LossConfig(_Strict):
+    """Top-K temperature forward KL + SFT, balanced by a bias-corrected EMA (METHOD.md 3-5)."""
+
+    mode: Literal["raft", "sft", "on-policy"] = Field(
+        default="raft",
+        description="raft: SFT + lambda*KL; sft: CE only; on-policy: KL only, plain teacher",
+    )
+    sft_target: Literal["fused", "gold"] = Field(
+        default="fused", description="CE on y^ or on raw y"
+    )
+    lambda_: Literal["ema"] | float = Field(
+        default="ema",
+        alias="lambda",
+        description="'ema' (adaptive) or a fixed float weight of L_KL",
+    )
+    ema_beta: float = Field(default=0.9, gt=0.0, lt=1.0)
+    eps: float = Field(default=1e-8, gt=0.0, description="paper silent; this project: 1e-8")
+    top_k: int = Field(default=512, gt=0)
+    temperature: float = Field(default=1.5, gt=0.0)
+    logit_chunk_size: int = Field(
+        default=64, gt=0, description="positions per lm_head chunk (memory of full-vocab logits)"
+    )
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TrainConfig(_Strict):
+    """Optimiser and loop; paper: AdamW lr 5e-6 wd 0.01, batch 16, 3 epochs, bf16."""
+
+    lr: float = Field(default=5e-6, gt=0.0)
+    weight_decay: float = Field(
+        default=0.01, ge=0.0, description="on weight matrices only (dim >= 2)"
+    )
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(default=1e-8, gt=0.0)
+    max_grad_norm: float | None = Field(default=1.0, description="clip; null = off (paper silent)")
+    batch_size: int = Field(
+        default=16, gt=0, description="sequences per optimizer step, all processes"
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, gt=0, description="micro-batches per process"
+    )
+    epochs: float = Field(default=3.0, gt=0.0)
+    max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
+    lr_scheduler: str = Field(default="linear", description="a transformers get_scheduler name")
+    warmup_steps: int = Field(default=0, ge=0)
+    bf16: bool = Field(default=True, description="bf16 autocast where the device supports it")
+    gradient_checkpointing: bool = False
+    fsdp: bool = Field(default=False, description="shard the student with FSDP (GPU, accelerate)")
+    checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = final checkpoint only")
+    eval_every: int = Field(default=0, ge=0, description="steps; 0 = evaluate at the end only")
+    output_dir: str = "runs/distill"
+    seed: int = 0
+    progress: bool = True
+
+
+class FitConfig(_Strict):
+    """The whole `raft-distill fit` config (one YAML file)."""
+
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    rollout: RolloutConfig = Field(default_factory=lambda: RolloutConfig())
+    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig())
+    loss: LossConfig = Field(default_factory=lambda: LossConfig())
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+
+    @property
+    def teacher_name(self) -> str:
+        return self.model.teacher or self.model.student
+
+
+def _allowed(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The allowed keys at the parent of `loc`, walking the nested config models."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        current = field.annotation
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [info.alias or name for name, info in current.model_fields.items()]
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed(FitConfig, item["loc"])
+            lines.append(f"{source}: unknown key '{key}'; allowed here: {', '.join(allowed)}")
+        else:
+            lines.append(f"{source}: key '{key}': {item['msg']}")
+    return "\n".join(lines)
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides (values parsed as YAML scalars) to a raw config."""
+    for item in overrides:
+        if "=" not in item:
+            raise DistillError(f"--set '{item}': expected key.sub=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise DistillError(f"--set '{item}': '{part}' is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> FitConfig:
+    """Read a YAML config file, apply overrides, validate; errors name the key."""
+    path = Path(path)
+    if not path.exists():
+        raise DistillError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DistillError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise DistillError(f"{path}: the top level must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> FitConfig:
+    try:
+        return FitConfig.model_validate(raw)
+    except ValidationError as err:
+        raise DistillError(_format_error(err, source)) from None

@@ -1,0 +1,184 @@
+"""Read the fused dataset D^ = {(x, y^)} and turn it into token ids for stage 2.
+
+The only input is what `schemas` defines (RefinedRecord Parquet shards, optional
+manifest), so stage 2 never depends on how stage 1 was run. Every row is either used or
+counted under a skip reason; nothing is truncated (a truncated y^ would teach the student
+to stop mid-answer, and a truncated teacher context would drop the privileged answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raft_distill.config import DataConfig, LossConfig, TeacherConfig
+from raft_distill.errors import DistillError
+from schemas import RefinedRecord, read_manifest, read_records, shard_paths
+
+FALLBACK_PROMPT = "Question: {question}\nAnswer: "
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training row as token ids.
+
+    prompt_ids: the student's prompt for x (chat template, question only).
+    target_ids: the SFT target (y^ or y) followed by eos.
+    teacher_ids: the teacher's context before z (template with y^ and x, or x alone).
+    """
+
+    id: str
+    prompt_ids: list[int]
+    target_ids: list[int]
+    teacher_ids: list[int]
+
+
+@dataclass
+class Dataset:
+    train: list[Example]
+    eval: list[Example]
+    skipped: Counter[str] = field(default_factory=Counter)
+    source_rows: int = 0
+    manifest_hash: str | None = None
+
+
+def load_rows(folder: str | Path) -> tuple[list[dict[str, Any]], str | None]:
+    """Read every RefinedRecord row of a dataset folder (schema-checked by `schemas`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DistillError(
+            f"dataset folder '{folder}' does not exist; run `raft-data build` first or fix data.path"
+        )
+    paths = shard_paths(folder)
+    if not paths:
+        raise DistillError(f"dataset folder '{folder}' has no data/*.parquet shards")
+    manifest_hash = None
+    if (folder / "manifest.json").exists():
+        manifest = read_manifest(folder)
+        manifest_hash = manifest.config_hash
+    table = read_records(paths, RefinedRecord, validate_rows=False)
+    return table.to_pylist(), manifest_hash
+
+
+def is_eval(row_id: str, seed: int, fraction: float) -> bool:
+    """Deterministic split by id hash: the same row lands on the same side on every machine."""
+    if fraction <= 0.0:
+        return False
+    digest = hashlib.sha256(f"{seed}\x1f{row_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def student_prompt_text(tokenizer: Any, question: str) -> str:
+    """x as the student normally sees it: its chat template with the question as user turn."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+    return FALLBACK_PROMPT.format(question=question)
+
+
+def teacher_context_text(
+    tokenizer: Any, teacher: TeacherConfig, mode: str, question: str, reference: str
+) -> str:
+    """The teacher's context before z: METHOD.md step 2 template (raft) or plain x (on-policy)."""
+    if mode == "on-policy":
+        return student_prompt_text(tokenizer, question)
+    text = teacher.template.format(reference=reference, question=question)
+    if teacher.prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
+        return str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            )
+        )
+    return text
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    out = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [list(ids) for ids in out]
+
+
+def build_dataset(
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    data: DataConfig,
+    loss: LossConfig,
+    teacher: TeacherConfig,
+    source: str = "dataset",
+) -> Dataset:
+    """Filter, split and tokenize rows; every dropped row is counted under its reason."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DistillError("the student tokenizer has no eos token; cannot end SFT targets")
+    skipped: Counter[str] = Counter()
+    kept = []
+    for i, row in enumerate(rows):
+        if row["decision"] not in data.use_decisions:
+            skipped[f"decision_{row['decision']}"] += 1
+            continue
+        if row["over_length"]:
+            if data.on_over_length == "fail":
+                raise DistillError(
+                    f"{source}: row {i} (id {row['id']}) is flagged over_length by stage 1 "
+                    f"({row.get('over_length_reason')}); set data.on_over_length: skip"
+                )
+            skipped["over_length_stage1"] += 1
+            continue
+        kept.append(row)
+    target_field = "final_answer" if loss.sft_target == "fused" else "gold_answer"
+    prompts = _encode(tokenizer, [student_prompt_text(tokenizer, r["question"]) for r in kept])
+    targets = _encode(tokenizer, [r[target_field] for r in kept])
+    contexts = _encode(
+        tokenizer,
+        [
+            teacher_context_text(tokenizer, teacher, loss.mode, r["question"], r["final_answer"])
+            for r in kept
+        ],
+    )
+    train: list[Example] = []
+    evals: list[Example] = []
+    limits = (
+        ("prompt", data.max_prompt_tokens),
+        ("target", data.max_target_tokens),
+        ("teacher_context", teacher.max_context_tokens),
+    )
+    for row, p, t, c in zip(kept, prompts, targets, contexts, strict=True):
+        t = t + [int(eos)]
+        for (name, limit), ids in zip(limits, (p, t, c), strict=True):
+            if len(ids) > limit:
+                if data.on_over_length == "fail":
+                    raise DistillError(
+                        f"{source}: id {row['id']}: {name} has {len(ids)} tokens > {limit}; "
+                        f"raise the limit or set data.on_over_length: skip"
+                    )
+                skipped[f"over_length_{name}"] += 1
+                break
+        else:
+            example = Example(row["id"], p, t, c)
+            (evals if is_eval(row["id"], data.seed, data.eval_fraction) else train).append(example)
+    return Dataset(train, evals, skipped, len(rows))
+
+
+def step_indices(step: int, batch_size: int, n_rows: int, seed: int) -> list[int]:
+    """Row indices of optimizer step `step` (0-based): a stream of seeded epoch permutations.
+
+    Depends only on the step number, so a resumed run picks up the data position exactly.
+    """
+    import random
+
+    orders: dict[int, list[int]] = {}
+    out = []
+    for g in range(step * batch_size, (step + 1) * batch_size):
+        epoch, pos = divmod(g, n_rows)
+        if epoch not in orders:
+            order = list(range(n_rows))
+            random.Random(seed * 1_000_003 + epoch).shuffle(order)
+            orders[epoch] = order
+        out.append(orders[epoch][pos])
+    return out

@@ -1,0 +1,58 @@
+"""Student scoring: the only trainable forward pass (METHOD.md stage 2, steps 2-4).
+
+`StudentScorer` wraps the causal LM so that DDP and FSDP see ONE forward that runs the
+backbone and ends in a loss head, with lm_head used inside it (FSDP only unshards weights
+during a wrapped forward):
+- kind="kl": the student's logits v_K at the teacher's top-K ids for every z position,
+  as h . W[ids]^T (`loss.gathered_logits`);
+- kind="sft": the summed token cross-entropy of the SFT target (`loss.chunked_ce_sum`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from raft_distill.loss import chunked_ce_sum, gathered_logits
+from raft_distill.teacher import backbone
+
+
+class StudentScorer(nn.Module):
+    def __init__(self, lm: Any, chunk: int = 64) -> None:
+        super().__init__()
+        self.lm = lm
+        self.chunk = chunk
+        # FSDP's transformer auto-wrap reads the layer classes to shard from the root module
+        self._no_split_modules = getattr(lm, "_no_split_modules", None)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        batch_index: Tensor,
+        position_index: Tensor,
+        kind: str,
+        targets: Tensor | None = None,
+        topk_ids: Tensor | None = None,
+    ) -> Tensor:
+        hidden = backbone(self.lm)(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        h = hidden[batch_index, position_index]
+        weight = self.lm.get_output_embeddings().weight
+        if kind == "sft":
+            assert targets is not None
+            return chunked_ce_sum(h, weight, targets, self.chunk)
+        if kind == "kl":
+            assert topk_ids is not None
+            return gathered_logits(h, weight, topk_ids, self.chunk)
+        raise ValueError(f"unknown kind {kind!r}")
+
+
+def autocast_supported(device: torch.device) -> bool:
+    """bf16 autocast runs on every CPU (fast with AVX-512 BF16/AMX) and on bf16-capable GPUs."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu"

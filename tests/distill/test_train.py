@@ -1,0 +1,284 @@
+"""train.py on a tiny random Llama: steps run, loss falls, resume is exact, DDP agrees."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from raft_distill.config import config_from_dict
+from raft_distill.errors import DistillError
+from raft_distill.train import fit
+
+from .conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _same_weights(a: Path, b: Path, atol: float = 0.0) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(
+        torch.allclose(wa[k], wb[k], atol=atol, rtol=0) for k in wa
+    )
+
+
+def test_raft_steps_write_metrics_plots_and_a_loadable_model(
+    tiny_model_dir, tiny_dataset, tmp_path
+):
+    out = tmp_path / "run"
+    raw = tiny_config(
+        tiny_model_dir,
+        tiny_dataset,
+        out,
+        data={"eval_fraction": 0.3},
+        train={"max_steps": 2, "checkpoint_every": 1, "eval_every": 1},
+    )
+    result = fit(config_from_dict(raw))
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("loss_sft", "loss_kl", "lambda", "ce_kl_ratio", "topk_mass", "tokens_per_s"):
+            assert r[key] is not None and r[key] == r[key], key
+        assert r["peak_memory_mb"] > 0 and r["trajectory_tokens"] > 0
+    assert rows[0]["ce_kl_ratio"] == pytest.approx(1.0, rel=1e-4)  # step 1: lambda = L_SFT/L_KL
+    assert (out / "losses.png").stat().st_size > 0 and (out / "lambda_ratio.png").exists()
+    assert (out / "checkpoints" / "step-000001" / "trainer_state.json").exists()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for folder in (result.final_model, out / "checkpoints" / "step-000001" / "model"):
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        AutoTokenizer.from_pretrained(folder)
+        assert model.config.vocab_size == 49152
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["final_lambda"] == rows[-1]["lambda"]
+    assert summary["train_rows"] + summary["eval_rows"] == 8
+    if summary["eval_rows"]:
+        assert summary["eval_loss_sft"] > 0 and rows[0]["eval_loss_sft"] > 0
+
+
+def test_sft_loss_falls_on_a_tiny_overfit_set(tiny_model_dir, tiny_dataset, tmp_path):
+    out = tmp_path / "sft"
+    raw = tiny_config(
+        tiny_model_dir,
+        tiny_dataset,
+        out,
+        loss={"mode": "sft"},
+        train={"max_steps": 12, "lr": 1e-2, "batch_size": 8, "max_grad_norm": None},
+    )
+    fit(config_from_dict(raw))
+    losses = [r["loss_sft"] for r in _metrics(out)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_raft_high_lr_lowers_sft_loss(tiny_model_dir, tiny_dataset, tmp_path):
+    out = tmp_path / "raft"
+    raw = tiny_config(
+        tiny_model_dir, tiny_dataset, out, train={"max_steps": 8, "lr": 1e-2, "batch_size": 8}
+    )
+    fit(config_from_dict(raw))
+    rows = _metrics(out)
+    assert rows[-1]["loss_sft"] < rows[0]["loss_sft"]
+    assert all(r["lambda"] > 0 for r in rows)
+
+
+def test_resume_equals_uninterrupted_run(tiny_model_dir, tiny_dataset, tmp_path):
+    full = tmp_path / "full"
+    fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, full, train={"max_steps": 4})))
+    part = tmp_path / "part"
+    fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, part, train={"max_steps": 2})))
+    with pytest.raises(DistillError, match="--resume"):
+        fit(
+            config_from_dict(
+                tiny_config(tiny_model_dir, tiny_dataset, part, train={"max_steps": 4})
+            )
+        )
+    fit(
+        config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, part, train={"max_steps": 4})),
+        resume=True,
+    )
+    a, b = _metrics(full), _metrics(part)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("loss_sft", "loss_kl", "lambda", "trajectory_tokens", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-6, abs=1e-9), (ra["step"], key)
+    assert _same_weights(full / "final", part / "final", atol=1e-6)
+    with pytest.raises(DistillError, match="differs"):
+        changed = tiny_config(tiny_model_dir, tiny_dataset, part, loss={"top_k": 8})
+        fit(config_from_dict(changed), resume=True)
+
+
+@pytest.mark.parametrize("mode", ["raft", "on-policy", "sft"])
+def test_gradient_accumulation_is_invariant(
+    tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path, mode
+):
+    """One step over 4 sequences as 1x4, 2x2 and 4x1 micro-batches: same loss and weights.
+
+    A different random teacher keeps the KL (and its gradient) well above float noise.
+    """
+    outs = []
+    for accum in (1, 2, 4):
+        out = tmp_path / f"acc{accum}"
+        raw = tiny_config(
+            tiny_model_dir,
+            tiny_dataset,
+            out,
+            model={"teacher": str(tiny_teacher_dir)},
+            loss={"mode": mode},
+            train={
+                "max_steps": 1,
+                "gradient_accumulation_steps": accum,
+                "lr": 1e-2,
+                "adam_eps": 1e-3,  # keeps Adam from turning float noise in ~0 grads into +-lr
+            },
+        )
+        fit(config_from_dict(raw))
+        outs.append(out)
+    a = _metrics(outs[0])[0]
+    for other in outs[1:]:
+        b = _metrics(other)[0]
+        for key in ("loss", "loss_sft", "loss_kl", "lambda", "grad_norm"):
+            if a[key] is None:
+                assert b[key] is None
+            else:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), key
+        assert _same_weights(outs[0] / "final", other / "final", atol=1e-5)
+
+
+def test_bad_inputs_are_clear_errors(tiny_model_dir, tmp_path):
+    raw = tiny_config(tiny_model_dir, tmp_path / "nope", tmp_path / "o")
+    with pytest.raises(DistillError, match="does not exist"):
+        fit(config_from_dict(raw))
+    raw = tiny_config(
+        tiny_model_dir,
+        tmp_path / "nope",
+        tmp_path / "o",
+        train={"batch_size": 3, "gradient_accumulation_steps": 2},
+    )
+    with pytest.raises(DistillError, match="not divisible"):
+        fit(config_from_dict(raw))
+
+
+def _cli(args: list[str], nproc: int = 1, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "raft_distill", *args]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={nproc}",
+            "--standalone",
+            "-m",
+            "raft_distill",
+            *args,
+        ]
+    # own session, so a hung torchrun and its workers can be killed as one group on timeout
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} timed out after {timeout}s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"data": {"path": str(tmp_path / "missing")}, "loss": {"k": 1}}))
+    proc = _cli(["fit", str(path)])
+    assert proc.returncode == 2
+    assert "unknown key 'loss.k'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ddp_two_processes_match_one(tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path):
+    """torchrun with 2 gloo processes gives the same losses/weights as 1 on the same batch.
+
+    raft mode (both loss terms and the EMA lambda). Rollouts are greedy here so both runs
+    score the same trajectories (sampling seeds are per process, so sampled z would
+    differ by design).
+    """
+    mode = "raft"
+    outs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        raw = tiny_config(
+            tiny_model_dir,
+            tiny_dataset,
+            out,
+            model={"teacher": str(tiny_teacher_dir)},
+            loss={"mode": mode},
+            rollout={"temperature": 0.0, "max_new_tokens": 6},
+            train={"max_steps": 2, "lr": 1e-2, "adam_eps": 1e-3},
+        )
+        path = tmp_path / f"c{nproc}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        proc = _cli(["fit", str(path)], nproc=nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[nproc] = out
+    a, b = _metrics(outs[1]), _metrics(outs[2])
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("loss", "loss_sft", "loss_kl", "lambda", "trajectory_tokens"):
+            if ra[key] is None:
+                assert rb[key] is None
+            else:
+                assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
+    assert json.loads((outs[2] / "summary.json").read_text())["processes"] == 2
+    assert _same_weights(outs[1] / "final", outs[2] / "final", atol=1e-5)
+
+
+def test_bf16_autocast_and_gradient_checkpointing_run(tiny_model_dir, tiny_dataset, tmp_path):
+    out = tmp_path / "gc"
+    raw = tiny_config(
+        tiny_model_dir,
+        tiny_dataset,
+        out,
+        loss={"mode": "raft", "lambda": 0.5},
+        train={"max_steps": 1, "bf16": True, "gradient_checkpointing": True},
+    )
+    result = fit(config_from_dict(raw))
+    row = _metrics(out)[0]
+    assert row["lambda"] == 0.5 and row["loss_kl"] >= 0 and row["loss_sft"] > 0
+    assert result.summary["bf16"] is True
+
+
+def test_teacher_with_another_vocabulary_is_refused(
+    tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path
+):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other-teacher"
+    shutil.copytree(tiny_teacher_dir, other)
+    tok = AutoTokenizer.from_pretrained(other)
+    tok.add_tokens(["<not-in-the-student-vocab>"])
+    tok.save_pretrained(other)
+    raw = tiny_config(tiny_model_dir, tiny_dataset, tmp_path / "o", model={"teacher": str(other)})
+    with pytest.raises(DistillError, match="different tokenizer vocabularies"):
+        fit(config_from_dict(raw))
