@@ -41,5 +41,13 @@ def fit(config: str, resume: bool, overrides: tuple[str, ...]) -> None:
         click.echo(json.dumps(result.summary, indent=2))
 
 
+def _register_eval() -> None:
+    from raft_distill.eval_cli import eval_cmd
+
+    main.add_command(eval_cmd, name="eval")
+
+
+_register_eval()
+
 if __name__ == "__main__":
     main()

