@@ -40,5 +40,67 @@ def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> Non
     click.echo(format_summary(result.manifest, result.folder, result.shards_done, result.shards_skipped))
 
 
+@main.command("push")
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, default=None, help="create the dataset repo as private")
+@click.option("--revision", default=None, metavar="BRANCH", help="push to this branch (created from main if missing)")
+@click.option("--token", default=None, help="Hub token (default: HF_TOKEN, then the `hf auth login` token)")
+@click.option("--commit-message", default=None, help="commit summary; schema, config hash and rows are appended")
+@click.option("--max-commit-files", default=100, show_default=True, type=click.IntRange(min=1), help="split larger pushes into commits of this many files")
+@click.option("--max-commit-gb", default=4.0, show_default=True, type=click.FloatRange(min=0.001), help="split larger pushes into commits of this many GB")
+def push_cmd(
+    output_dir: str,
+    repo_id: str,
+    private: bool | None,
+    revision: str | None,
+    token: str | None,
+    commit_message: str | None,
+    max_commit_files: int,
+    max_commit_gb: float,
+) -> None:
+    """Check OUTPUT_DIR (a `build` output) and make Hub dataset REPO_ID match it.
+
+    Nothing is sent for a folder that fails the checks; `.raft/` is never uploaded; an
+    unchanged folder makes no commit.
+    """
+    from raft_data.hub import PushOptions, format_push, hub_endpoint, push
+
+    options = PushOptions(
+        private=private,
+        revision=revision,
+        commit_message=commit_message,
+        max_commit_files=max_commit_files,
+        max_commit_bytes=int(max_commit_gb * 1024**3),
+    )
+    try:
+        result = push(output_dir, repo_id, token=token, options=options, log=lambda m: click.echo(m, err=True))
+    except (RaftDataError, SchemaError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    click.echo(format_push(result, hub_endpoint()))
+
+
+@main.command("inspect")
+@click.argument("dataset")
+@click.option("--rows", default=3, show_default=True, type=click.IntRange(min=0), help="rows to show side by side")
+@click.option("--revision", default=None, help="branch, tag or commit when DATASET is a Hub id")
+@click.option("--width", default=None, type=click.IntRange(min=40), help="output width (default: the terminal's)")
+def inspect_cmd(dataset: str, rows: int, revision: str | None, width: int | None) -> None:
+    """Summarize a built dataset: DATASET is an output folder or a Hub id (org/name)."""
+    import shutil
+
+    from raft_data.inspect_view import inspect_dataset
+    from schemas.hub_dataset import resolve_dataset
+
+    try:
+        folder = resolve_dataset(dataset, revision)
+        text = inspect_dataset(folder, rows=rows, width=width or shutil.get_terminal_size((100, 24)).columns)
+    except (RaftDataError, SchemaError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    click.echo(text)
+
+
 if __name__ == "__main__":
     main()
