@@ -33,7 +33,10 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the fused dataset D^ is and which of its rows train."""
 
-    path: str = Field(description="dataset folder from `raft-data build` (data/*.parquet)")
+    path: str = Field(
+        description="dataset folder from `raft-data build` (data/*.parquet), or a Hub dataset id org/name"
+    )
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) for a Hub id")
     eval_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="held out by id hash")
     seed: int = Field(default=0, description="salt of the id hash that makes the train/eval split")
     use_decisions: list[Literal["accepted", "fallback"]] = Field(

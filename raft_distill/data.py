@@ -17,6 +17,7 @@ from typing import Any
 from raft_distill.config import DataConfig, LossConfig, TeacherConfig
 from raft_distill.errors import DistillError
 from schemas import RefinedRecord, read_manifest, read_records, shard_paths
+from schemas.hub_dataset import looks_like_repo_id, resolve_dataset
 
 FALLBACK_PROMPT = "Question: {question}\nAnswer: "
 
@@ -45,8 +46,10 @@ class Dataset:
     manifest_hash: str | None = None
 
 
-def load_rows(folder: str | Path) -> tuple[list[dict[str, Any]], str | None]:
-    """Read every RefinedRecord row of a dataset folder (schema-checked by `schemas`)."""
+def load_rows(folder: str | Path, revision: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Read every RefinedRecord row of a dataset folder or Hub dataset (schema-checked by `schemas`)."""
+    if not Path(folder).exists() and looks_like_repo_id(str(folder)):
+        folder = resolve_dataset(str(folder), revision)
     folder = Path(folder)
     if not folder.is_dir():
         raise DistillError(

@@ -170,7 +170,7 @@ class Trainer:
         self.resume = resume
         self._plan_batches()
         self.tokenizer, lm, self.teacher_model = load_models(cfg)
-        rows, _ = load_rows(cfg.data.path)
+        rows, _ = load_rows(cfg.data.path, cfg.data.revision)
         self.data: Dataset = build_dataset(
             rows, self.tokenizer, cfg.data, cfg.loss, cfg.teacher, source=cfg.data.path
         )
