@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from raft_data.errors import RaftDataError
+from schemas import config_files
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -237,32 +237,12 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (value parsed as YAML) to a raw config dict."""
-    for item in overrides:
-        if "=" not in item:
-            raise RaftDataError(f"override '{item}' must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RaftDataError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
+    return config_files.apply_overrides(data, overrides, RaftDataError)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML pipeline config; relative paths inside it stay relative to the CWD."""
-    path = Path(path)
-    if not path.exists():
-        raise RaftDataError(f"pipeline config '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RaftDataError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise RaftDataError(f"{path}: the top level must be a mapping of keys")
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(config_files.read_config_mapping(path, RaftDataError), overrides or [])
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:

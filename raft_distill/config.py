@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from raft_distill.errors import DistillError
+from schemas import config_files
 
 PAPER_TEACHER_TEMPLATE = (
     "Background reference knowledge: {reference}\n"
@@ -193,39 +193,14 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `key.sub=value` overrides (values parsed as YAML scalars) to a raw config."""
-    for item in overrides:
-        if "=" not in item:
-            raise DistillError(f"--set '{item}': expected key.sub=value")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise DistillError(f"--set '{item}': '{part}' is not a section")
-            node = nxt
-        node[parts[-1]] = _parse_value(value)
-    return raw
+    """Apply `key.sub=value` overrides (values parsed as YAML) to a raw config."""
+    return config_files.apply_overrides(raw, overrides, DistillError)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> FitConfig:
     """Read a YAML config file, apply overrides, validate; errors name the key."""
-    path = Path(path)
-    if not path.exists():
-        raise DistillError(f"config file '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DistillError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise DistillError(f"{path}: the top level must be a mapping of sections")
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(config_files.read_config_mapping(path, DistillError), overrides or [])
     return config_from_dict(raw, str(path))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +21,7 @@ from pydantic import (
 
 from raft_distill.config import apply_overrides
 from raft_distill.errors import DistillError
+from schemas.config_files import read_config_mapping
 
 SUITES = ("domain", "ifeval", "general")
 
@@ -176,15 +176,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> EvalConfig:
 
 def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
     """Read a YAML config, apply `key.sub=value` overrides, validate."""
-    path = Path(path)
-    if not path.exists():
-        raise DistillError(f"config file '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DistillError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise DistillError(f"{path}: the top level must be a mapping of keys")
+    raw = read_config_mapping(path, DistillError)
     if "suites" not in raw:
         raw["suites"] = {name: {} for name in SUITES}
     elif isinstance(raw["suites"], dict):

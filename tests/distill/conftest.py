@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from schemas import RefinedRecord, row_id, write_records
 
@@ -44,49 +43,6 @@ def make_record(question: str, answer: str, **overrides: Any) -> RefinedRecord:
 def write_dataset(folder: Path, records: list[RefinedRecord]) -> Path:
     write_records(folder / "data" / "train-00000.parquet", records, RefinedRecord)
     return folder
-
-
-@pytest.fixture(scope="session")
-def smollm_tokenizer_dir() -> Path:
-    from schemas.model_registry import resolve_model
-
-    return Path(resolve_model("smollm2-135m-instruct").path)
-
-
-def _tiny_llama(folder: Path, tokenizer_dir: Path, seed: int) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer_dir: Path) -> Path:
-    """A 2-layer, hidden-32 random Llama that shares the SmolLM2 tokenizer (vocab 49,152)."""
-    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm_tokenizer_dir, seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer_dir: Path) -> Path:
-    """Another random tiny Llama (seed 1): a teacher that disagrees with the student."""
-    return _tiny_llama(tmp_path_factory.mktemp("tiny-teacher"), smollm_tokenizer_dir, seed=1)
 
 
 @pytest.fixture()

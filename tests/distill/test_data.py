@@ -60,8 +60,8 @@ def _cfg(**loss):
     return config_from_dict({"data": {"path": "x"}, "loss": loss})
 
 
-def test_build_dataset_tokens_skips_and_split(tmp_path: Path, smollm_tokenizer_dir: Path):
-    tok = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+def test_build_dataset_tokens_skips_and_split(tmp_path: Path, smollm2_dir: Path):
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
     records = [make_record(q, a) for q, a in QA]
     records.append(make_record("Long?", "x", over_length=True, over_length_reason="too long"))
     records.append(make_record("Fallback?", "gold", decision="fallback", final_source="gold"))
