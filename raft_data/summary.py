@@ -23,6 +23,9 @@ def format_summary(manifest: Manifest, folder: Path, done: int, skipped: int) ->
         )
     lines.append("  stage      seconds  requests  cached  gen_tokens  tokens/s")
     for stage, t in manifest.timings.items():
+        if stage == "total":
+            lines.append(f"  {'total':<9}{t.seconds:>8.1f}")
+            continue
         lines.append(
             f"  {stage:<9}{t.seconds:>8.1f}{t.requests:>10}{t.cached:>8}{t.generated_tokens:>12}{t.tokens_per_s:>10.1f}"
         )
