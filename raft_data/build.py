@@ -145,6 +145,10 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
 
     write_records(folder / REJECTED_FILE, loaded.rejected, RejectedRecord, stamp)
     data_files = [shard_name(i, total) for i in range(total)]
+    for stale in (folder / "data").glob("*.parquet"):
+        # shards of an earlier input with another shard count: the card's glob would load them
+        if f"data/{stale.name}" not in data_files:
+            stale.unlink()
     table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False)
     rows = table.to_pylist()
     manifest = _manifest(cfg, loaded.fingerprint, loaded.rows_in, rows, len(loaded.rejected), timings, data_files)

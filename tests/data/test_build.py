@@ -177,3 +177,14 @@ def test_shards_carry_the_schema_stamp(tmp_path: Path, tiny_model_dir: Path) -> 
     assert extra["config_hash"] == cfg.config_hash()
     rows = table(folder).to_pylist()
     assert all(r["reason"] == "fusion_disabled" and r["final_source"] == "rewrite" for r in rows)
+
+
+def test_changed_input_rebuilds_and_drops_stale_shards(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = PipelineConfig.model_validate(config_dict(tmp_path, tiny_model_dir, fusion={"enabled": False}))
+    build(cfg)
+    assert len(list(Path(cfg.output.dir).glob("data/*.parquet"))) == 3
+    Path(cfg.input.path).write_text(json.dumps(ROWS[0]) + "\n")  # same config, new input
+    result = build(cfg)
+    assert result.shards_done == 1
+    assert [p.name for p in Path(cfg.output.dir).glob("data/*.parquet")] == ["train-00000-of-00001.parquet"]
+    assert result.manifest is not None and result.manifest.counts.rows_in == 1
