@@ -30,8 +30,10 @@ demo: demo-data demo-distill
 demo-data: setup
 	$(BIN)/raft-data build pipelines/demo.yaml
 
+# the stage-2 demo run is started afresh each time (its folder holds only this demo)
 demo-distill: setup
-	@if [ -f pipelines/distill_demo.yaml ]; then $(BIN)/raft-distill fit pipelines/distill_demo.yaml; fi
+	rm -rf runs/distill_demo
+	$(BIN)/raft-distill fit pipelines/distill_demo.yaml
 
 lint: setup
 	$(BIN)/ruff check schemas raft_data raft_distill tests benchmarks
@@ -44,7 +46,7 @@ test: setup lint typecheck
 
 bench: setup
 	$(BIN)/python benchmarks/rewrite_throughput.py --out runs/bench/rewrite_throughput.json
-	@if [ -f benchmarks/distill_step.py ]; then $(BIN)/python benchmarks/distill_step.py --out runs/bench/distill_step.json; fi
+	$(BIN)/python benchmarks/distill_step.py --out runs/bench/distill_step.json
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
