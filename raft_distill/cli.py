@@ -41,13 +41,15 @@ def fit(config: str, resume: bool, overrides: tuple[str, ...]) -> None:
         click.echo(json.dumps(result.summary, indent=2))
 
 
-def _register_eval() -> None:
+def _register_commands() -> None:
     from raft_distill.eval_cli import eval_cmd
+    from raft_distill.replicate_cli import replicate_cmd
 
     main.add_command(eval_cmd, name="eval")
+    main.add_command(replicate_cmd, name="replicate")
 
 
-_register_eval()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -266,6 +266,9 @@ class Trainer:
                     f"{self.out} already holds checkpoints; pass --resume or choose another "
                     "train.output_dir"
                 )
+            else:
+                # a fresh run starts a fresh metrics file (a resumed one is cut at its checkpoint)
+                (self.out / "metrics.jsonl").unlink(missing_ok=True)
             _atomic_write_text(saved, config_text)
         self.accelerator.wait_for_everyone()
 

@@ -282,3 +282,13 @@ def test_teacher_with_another_vocabulary_is_refused(
     raw = tiny_config(tiny_model_dir, tiny_dataset, tmp_path / "o", model={"teacher": str(other)})
     with pytest.raises(DistillError, match="different tokenizer vocabularies"):
         fit(config_from_dict(raw))
+
+
+def test_fresh_run_starts_a_fresh_metrics_file(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 99, "stale": true}\n')
+    raw = tiny_config(tiny_model_dir, tiny_dataset, out, train={"max_steps": 1, "checkpoint_every": 0})
+    fit(config_from_dict(raw))
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "stale" not in lines[0]

@@ -1,0 +1,179 @@
+"""The `raft-distill replicate` config: one fit config + one eval config, arms, seeds.
+
+Each arm is the shared fit config with one switch of `loss` (METHOD.md "Modes the trainer
+should offer"), so the arms differ in nothing but the objective; `train.seed` and
+`train.output_dir` are set per arm x seed. Unknown keys, unknown arms and overrides that
+would fight an arm's own switch are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raft_distill.errors import DistillError
+from schemas import config_files
+
+ArmName = Literal[
+    "base", "sft_raw", "sft_fused", "on_policy", "raft_ema", "raft_fixed_0.1", "raft_fixed_1.0"
+]
+
+# The loss switches of each arm (paper Table 1 + ablations). `base` trains nothing.
+ARMS: dict[str, dict[str, Any] | None] = {
+    "base": None,
+    "sft_raw": {"loss.mode": "sft", "loss.sft_target": "gold"},
+    "sft_fused": {"loss.mode": "sft", "loss.sft_target": "fused"},
+    "on_policy": {"loss.mode": "on-policy"},
+    "raft_ema": {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": "ema"},
+    "raft_fixed_0.1": {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": 0.1},
+    "raft_fixed_1.0": {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": 1.0},
+}
+ARM_ORDER: list[ArmName] = [
+    "base", "sft_raw", "sft_fused", "on_policy", "raft_ema", "raft_fixed_0.1", "raft_fixed_1.0"
+]
+assert ARM_ORDER == list(ARMS)
+# Keys the orchestrator owns: set per arm (loss) or per run (seed, output folder).
+RESERVED_FIT_KEYS = ("loss.mode", "loss.sft_target", "loss.lambda", "train.seed", "train.output_dir")
+RESERVED_EVAL_KEYS = ("models", "output_dir")
+
+IFEvalMetric = Literal[
+    "prompt_level_strict", "instruction_level_strict", "prompt_level_loose", "instruction_level_loose"
+]
+
+
+class ReplicateConfig(BaseModel):
+    """The whole `raft-distill replicate` config (one YAML file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fit_config: str = Field(description="`raft-distill fit` YAML shared by every arm")
+    fit_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dotted key -> value applied to the fit config for every arm, "
+        "e.g. {train.max_steps: 30}; the loss switches, seed and output_dir are the arms' own",
+    )
+    eval_config: str = Field(description="`raft-distill eval` YAML (its models list is replaced)")
+    eval_overrides: dict[str, Any] = Field(
+        default_factory=dict, description="dotted key -> value, e.g. {suites.domain.limit: 40}"
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    arms: list[ArmName] = Field(default_factory=lambda: list(ARM_ORDER), min_length=1)
+    all_seeds_arms: list[ArmName] = Field(
+        default_factory=lambda: [ARM_ORDER[1], ARM_ORDER[4]],  # sft_raw, raft_ema
+        description="arms trained at every seed; the others at the first seed only",
+    )
+    ifeval_metric: IFEvalMetric = Field(
+        default="prompt_level_strict", description="the IFEval column of the report"
+    )
+    keep_checkpoints: bool = Field(
+        default=False,
+        description="keep each finished run's checkpoints/ (~2 GB each for 135M); final/ is kept",
+    )
+    output_dir: str = "runs/replicate"
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be unique")
+        return value
+
+    @field_validator("arms")
+    @classmethod
+    def _unique_arms(cls, value: list[ArmName]) -> list[ArmName]:
+        if len(set(value)) != len(value):
+            raise ValueError("arms must be unique")
+        return sorted(value, key=ARM_ORDER.index)
+
+    @field_validator("fit_overrides", "eval_overrides", mode="before")
+    @classmethod
+    def _flatten(cls, value: Any) -> Any:
+        return flatten(value) if isinstance(value, dict) else value
+
+    @field_validator("fit_overrides")
+    @classmethod
+    def _fit_not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key in RESERVED_FIT_KEYS:
+                raise ValueError(
+                    f"'{key}' is set by each arm / run; allowed: any fit key but "
+                    f"{', '.join(RESERVED_FIT_KEYS)}"
+                )
+        return value
+
+    @field_validator("eval_overrides")
+    @classmethod
+    def _eval_not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if key.split(".")[0] in RESERVED_EVAL_KEYS:
+                raise ValueError(f"'{key}' is set by replicate (models = the arms, output_dir)")
+        return value
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Every (trained arm, seed) in order: arms as listed, seeds as listed."""
+        out: list[tuple[str, int]] = []
+        for arm in self.arms:
+            if ARMS[arm] is None:
+                continue
+            seeds = self.seeds if arm in self.all_seeds_arms else self.seeds[:1]
+            out.extend((arm, seed) for seed in seeds)
+        return out
+
+    def run_dir(self, arm: str, seed: int) -> Path:
+        return Path(self.output_dir) / arm / f"seed{seed}"
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{a: {b: 1}, "c.d": 2} -> {"a.b": 1, "c.d": 2}; an empty mapping stays a value."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(ReplicateConfig.model_fields)
+            lines.append(f"{source}: unknown key '{key}'; allowed here: {allowed}")
+        else:
+            lines.append(f"{source}: key '{key}': {item['msg']}")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> ReplicateConfig:
+    """Validate a raw replicate config; errors name the key."""
+    try:
+        return ReplicateConfig.model_validate(raw)
+    except ValidationError as err:
+        raise DistillError(_format_error(err, source)) from None
+
+
+def load_replicate_config(path: str | Path, overrides: list[str] | None = None) -> ReplicateConfig:
+    """Read a YAML config, apply `key=value` overrides (YAML values), validate."""
+    raw = config_files.read_config_mapping(path, DistillError)
+    raw = config_files.apply_overrides(raw, overrides or [], DistillError)
+    return config_from_dict(raw, str(path))
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """raw[a][b][c] = value for key 'a.b.c', creating sections; errors name the key."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise DistillError(f"{source}: key '{key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = json.loads(json.dumps(value))  # a deep copy of plain YAML data

@@ -1,0 +1,290 @@
+"""`raft-distill replicate`: every arm x seed through `fit`, one eval run, one report.
+
+Order: build and validate every arm's fit config and the eval config first (a typo fails
+before any training), then per (arm, seed) run `fit` into `<out>/<arm>/seed<k>` unless it
+finished before (`final/` and `summary.json` there: resumable; a run stopped midway with a
+checkpoint continues with `resume`), then evaluate the base model and every final model in
+one `raft-distill eval` run (models already evaluated with the same suites and not
+retrained are reused from `<out>/eval/`), then write `<out>/report.{md,json,png}`.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raft_distill.config import FitConfig
+from raft_distill.config import config_from_dict as fit_config_from_dict
+from raft_distill.errors import DistillError
+from raft_distill.evaluate.config import SUITES, EvalConfig, ModelEntry
+from raft_distill.evaluate.config import config_from_dict as eval_config_from_dict
+from raft_distill.replicate.config import ARMS, ReplicateConfig, set_dotted
+from raft_distill.replicate.report import markdown, plot
+from raft_distill.replicate.table import METRICS, arm_table
+from schemas.config_files import read_config_mapping
+
+Log = Callable[[str], None]
+
+
+def model_name(arm: str, seed: int | None) -> str:
+    """The eval label (and folder) of an arm's model: `base`, `raft_ema-seed0`, ..."""
+    return arm if seed is None else f"{arm}-seed{seed}"
+
+
+def fit_configs(cfg: ReplicateConfig) -> dict[tuple[str, int], FitConfig]:
+    """The validated fit config of every (arm, seed): shared file + overrides + arm switch."""
+    shared = read_config_mapping(cfg.fit_config, DistillError)
+    for key, value in cfg.fit_overrides.items():
+        set_dotted(shared, key, value, f"fit_overrides '{key}'")
+    out: dict[tuple[str, int], FitConfig] = {}
+    for arm, seed in cfg.runs():
+        raw = copy.deepcopy(shared)
+        for key, value in (ARMS[arm] or {}).items():
+            set_dotted(raw, key, value, f"arm {arm}")
+        set_dotted(raw, "train.seed", seed, "replicate")
+        set_dotted(raw, "train.output_dir", str(cfg.run_dir(arm, seed)), "replicate")
+        out[(arm, seed)] = fit_config_from_dict(
+            raw, f"{cfg.fit_config} + fit_overrides (arm {arm}, seed {seed})"
+        )
+    return out
+
+
+def base_model(cfg: ReplicateConfig) -> str:
+    """The untrained student: `model.student` of the shared fit config (after overrides)."""
+    shared = read_config_mapping(cfg.fit_config, DistillError)
+    for key, value in cfg.fit_overrides.items():
+        set_dotted(shared, key, value, f"fit_overrides '{key}'")
+    shared.setdefault("data", {"path": "unused"})
+    return fit_config_from_dict(shared, f"{cfg.fit_config} + fit_overrides").model.student
+
+
+def eval_config(cfg: ReplicateConfig, models: list[ModelEntry]) -> EvalConfig:
+    """The eval file + overrides, with `models` and `output_dir` set by replicate."""
+    raw = read_config_mapping(cfg.eval_config, DistillError)
+    if "suites" not in raw:
+        raw["suites"] = {name: {} for name in SUITES}
+    elif isinstance(raw["suites"], dict):
+        raw["suites"] = {k: ({} if v is None else v) for k, v in raw["suites"].items()}
+    for key, value in cfg.eval_overrides.items():
+        set_dotted(raw, key, value, f"eval_overrides '{key}'")
+    raw["models"] = [m.model_dump() for m in models]
+    raw["output_dir"] = str(Path(cfg.output_dir) / "eval")
+    return eval_config_from_dict(raw, f"{cfg.eval_config} + eval_overrides")
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A fit run is done when its final model and summary exist (summary is written last)."""
+    return (run_dir / "final").is_dir() and (run_dir / "summary.json").is_file()
+
+
+def _fingerprint(ecfg: EvalConfig, entry: ModelEntry) -> str:
+    keys = ("engine", "dtype", "max_new_tokens", "max_model_len", "suites")
+    data = {k: v for k, v in ecfg.model_dump(mode="json").items() if k in keys}
+    data["path"] = entry.path
+    return json.dumps(data, sort_keys=True)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run_fits(
+    cfg: ReplicateConfig, configs: dict[tuple[str, int], FitConfig], log: Log
+) -> set[str]:
+    """Train every unfinished (arm, seed); returns the eval names of the models (re)trained."""
+    from raft_distill import train
+
+    trained: set[str] = set()
+    for i, ((arm, seed), fcfg) in enumerate(configs.items(), 1):
+        run_dir = cfg.run_dir(arm, seed)
+        tag = f"[{i}/{len(configs)} {arm} seed {seed}]"
+        if is_finished(run_dir):
+            log(f"{tag} finished before, skipped ({run_dir}/final)")
+            continue
+        resume = train.latest_checkpoint(run_dir) is not None
+        if not resume:  # a fresh fit appends to metrics.jsonl: drop a stopped run's leftovers
+            for stale in ("metrics.jsonl", "summary.json", "replicate_fit.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+        log(f"{tag} fit -> {run_dir}" + (" (resuming)" if resume else ""))
+        start = time.perf_counter()
+        result = train.fit(fcfg, resume=resume)
+        seconds = time.perf_counter() - start
+        _write_json(
+            run_dir / "replicate_fit.json",
+            {"seconds": round(seconds, 1), "resumed": resume, "steps": result.steps},
+        )
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        trained.add(model_name(arm, seed))
+        del result
+        gc.collect()
+        log(f"{tag} done in {seconds:.0f} s")
+    return trained
+
+
+def run_eval(
+    cfg: ReplicateConfig, models: list[ModelEntry], retrained: set[str], log: Log
+) -> list[dict[str, Any]]:
+    """Evaluate the models lacking reusable results in one eval run; all results in order."""
+    from raft_distill.evaluate.report import write_summary
+    from raft_distill.evaluate.run import evaluate
+
+    ecfg = eval_config(cfg, models)
+    eval_dir = Path(ecfg.output_dir)
+    cache_path = Path(cfg.output_dir) / "eval_cache.json"
+    cache: dict[str, str] = _read_json(cache_path) or {}
+    todo = [
+        m
+        for m in models
+        if m.name in retrained
+        or cache.get(m.name) != _fingerprint(ecfg, m)
+        or not (eval_dir / m.name / "results.json").is_file()
+    ]
+    reused = [m.name for m in models if m not in todo]
+    if reused:
+        log(f"eval: reusing {', '.join(reused)} from {eval_dir}")
+    if todo:
+        log(f"eval: {len(todo)} model(s) -> {eval_dir}")
+        for m in todo:
+            cache.pop(m.name, None)
+        _write_json(cache_path, cache)
+        evaluate(ecfg.model_copy(update={"models": todo}), log=log)
+        for m in todo:
+            cache[m.name] = _fingerprint(ecfg, m)
+        _write_json(cache_path, cache)
+    results = [json.loads((eval_dir / m.name / "results.json").read_text()) for m in models]
+    write_summary(eval_dir, results)
+    return results
+
+
+def _scores(result: dict[str, Any], ifeval_metric: str) -> dict[str, float]:
+    suites = result["suites"]
+    keys = {"domain": "accuracy", "general": "accuracy", "ifeval": ifeval_metric}
+    return {m: float(suites[m]["metrics"][keys[m]]) for m in METRICS if m in suites}
+
+
+def _last_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def build_report(
+    cfg: ReplicateConfig,
+    entries: list[tuple[str, int | None, ModelEntry]],
+    results: list[dict[str, Any]],
+    command: str,
+    eval_cfg: EvalConfig,
+) -> dict[str, Any]:
+    """report.json's content: per-run scores + the per-arm table (fractions)."""
+    runs = []
+    scores: dict[str, dict[int, dict[str, float]]] = {}
+    for (arm, seed, entry), result in zip(entries, results, strict=True):
+        sc = _scores(result, cfg.ifeval_metric)
+        scores.setdefault(arm, {})[seed if seed is not None else 0] = sc
+        run: dict[str, Any] = {
+            "arm": arm,
+            "seed": seed,
+            "model": entry.name,
+            "model_path": entry.path,
+            "scores": sc,
+            "eval_seconds": round(sum(s["seconds"] for s in result["suites"].values()), 1),
+        }
+        if seed is not None:
+            run_dir = cfg.run_dir(arm, seed)
+            last = _last_metrics(run_dir)
+            fit_info = _read_json(run_dir / "replicate_fit.json") or {}
+            run.update(
+                final_lambda=last.get("lambda"),
+                final_ce_kl_ratio=last.get("ce_kl_ratio"),
+                final_loss_sft=last.get("loss_sft"),
+                final_loss_kl=last.get("loss_kl"),
+                fit_seconds=fit_info.get("seconds"),
+                steps=last.get("step"),
+            )
+        runs.append(run)
+    rows = arm_table(scores)
+    notes = []
+    if "sft_raw" not in scores:
+        notes.append("sft_raw is not among the arms: relative changes are n/a.")
+    if "base" not in scores or "sft_raw" not in scores:
+        notes.append("base and sft_raw are both needed for the general loss recovered.")
+    else:
+        b = rows[list(scores).index("base")]["stats"].get("general")
+        s = rows[list(scores).index("sft_raw")]["stats"].get("general")
+        if b and s and b["mean"] == s["mean"]:
+            notes.append("Base == SFT on general QA: no loss to recover (n/a).")
+        elif b and s and b["mean"] < s["mean"]:
+            notes.append(
+                "SFT scored above Base on general QA here (no forgetting to recover): "
+                "the recovered fraction's sign is not meaningful."
+            )
+    return {
+        "command": command,
+        "cwd": str(Path.cwd()),
+        "seeds": cfg.seeds,
+        "arms_requested": list(cfg.arms),
+        "all_seeds_arms": [a for a in cfg.arms if a in cfg.all_seeds_arms and ARMS[a]],
+        "fit_config": cfg.fit_config,
+        "fit_overrides": cfg.fit_overrides,
+        "eval_config": cfg.eval_config,
+        "eval_overrides": cfg.eval_overrides,
+        "eval_resolved": eval_cfg.model_dump(mode="json", exclude={"models"}),
+        "ifeval_metric": cfg.ifeval_metric,
+        "columns": {
+            "domain": "domain suite accuracy",
+            "general": "general QA suite accuracy",
+            "ifeval": f"IFEval {cfg.ifeval_metric}",
+        },
+        "definitions": {
+            "relative_change_vs_sft": "(method - SFT) / SFT on seed means, SFT = sft_raw",
+            "general_loss_recovered": "(method - SFT) / (Base - SFT) on general seed means",
+            "std": "sample standard deviation over seeds (n - 1); null for one seed",
+        },
+        "arms": rows,
+        "runs": runs,
+        "notes": notes,
+        "plot": "report.png",
+    }
+
+
+def replicate(cfg: ReplicateConfig, command: str, log: Log = print) -> dict[str, Any]:
+    """Run the whole replication for a validated config; returns report.json's content."""
+    configs = fit_configs(cfg)
+    entries: list[tuple[str, int | None, ModelEntry]] = []
+    if "base" in cfg.arms:
+        entries.append(("base", None, ModelEntry(name="base", path=base_model(cfg))))
+    for arm, seed in configs:
+        path = str(cfg.run_dir(arm, seed) / "final")
+        entries.append((arm, seed, ModelEntry(name=model_name(arm, seed), path=path)))
+    models = [e for _, _, e in entries]
+    ecfg = eval_config(cfg, models)  # validate before any training
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(
+        out / "replicate_config.json", {"command": command, **cfg.model_dump(mode="json")}
+    )
+
+    retrained = run_fits(cfg, configs, log)
+    results = run_eval(cfg, models, retrained, log)
+    report = build_report(cfg, entries, results, command, ecfg)
+    plot(report, out / "report.png")
+    _write_json(out / "report.json", report)
+    (out / "report.md").write_text(markdown(report))
+    log(f"report: {out}/report.md, report.json, report.png")
+    return report

@@ -1,0 +1,116 @@
+"""The report's arithmetic, as pure functions (no files, no models).
+
+Scores are fractions in [0, 1] as `raft-distill eval` writes them; the tables show percent.
+- per arm: mean over seeds, sample standard deviation (n - 1; none for one seed), min, max;
+- relative change vs SFT, as the paper defines it: (method - SFT) / SFT, SFT = `sft_raw`;
+- fraction of SFT's general-score loss recovered: (method - SFT) / (Base - SFT).
+A zero denominator gives None, shown as "n/a".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METRICS = ("domain", "general", "ifeval")
+
+
+@dataclass(frozen=True)
+class SeedStats:
+    """One metric of one arm over its seeds."""
+
+    mean: float
+    std: float | None  # sample std (n - 1); None for a single seed
+    min: float
+    max: float
+    n: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(values: Sequence[float]) -> SeedStats:
+    """Mean, sample std, min and max of one metric over seeds."""
+    if not values:
+        raise ValueError("summarize: no values")
+    n = len(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return SeedStats(mean, std, min(values), max(values), n)
+
+
+def relative_change(method: float, sft: float) -> float | None:
+    """(method - SFT) / SFT; None when SFT is 0."""
+    if sft == 0:
+        return None
+    return (method - sft) / sft
+
+
+def recovered_fraction(method: float, sft: float, base: float) -> float | None:
+    """(method - SFT) / (Base - SFT): share of SFT's loss vs Base that the method recovers.
+
+    1 = back to Base, 0 = no better than SFT, < 0 = worse than SFT. None when Base == SFT
+    (SFT lost nothing). When Base < SFT the sign flips meaning; callers flag it.
+    """
+    if base == sft:
+        return None
+    return (method - sft) / (base - sft)
+
+
+def arm_table(
+    scores: Mapping[str, Mapping[int, Mapping[str, float]]],
+    base_arm: str = "base",
+    sft_arm: str = "sft_raw",
+    recovered_metric: str = "general",
+) -> list[dict[str, Any]]:
+    """One row per arm (in the order of `scores`): seeds, stats per metric, relative change
+    vs SFT per metric (on the seed means), fraction of the `recovered_metric` loss
+    recovered. `scores[arm][seed][metric]` is a fraction; missing metrics are skipped.
+    """
+    stats: dict[str, dict[str, SeedStats]] = {}
+    for arm, per_seed in scores.items():
+        stats[arm] = {}
+        for metric in METRICS:
+            values = [s[metric] for s in per_seed.values() if metric in s]
+            if values:
+                stats[arm][metric] = summarize(values)
+    sft = stats.get(sft_arm, {})
+    base = stats.get(base_arm, {})
+    rows = []
+    for arm, per_seed in scores.items():
+        rel: dict[str, float | None] = {}
+        for metric, st in stats[arm].items():
+            rel[metric] = relative_change(st.mean, sft[metric].mean) if metric in sft else None
+        rec: float | None = None
+        m = recovered_metric
+        if m in stats[arm] and m in sft and m in base:
+            rec = recovered_fraction(stats[arm][m].mean, sft[m].mean, base[m].mean)
+        rows.append(
+            {
+                "arm": arm,
+                "seeds": sorted(per_seed),
+                "stats": {k: v.as_dict() for k, v in stats[arm].items()},
+                "relative_change_vs_sft": rel,
+                f"{m}_loss_recovered": rec,
+            }
+        )
+    return rows
+
+
+def fmt_pct(value: float | None, signed: bool = False) -> str:
+    """0.1234 -> '12.3' ('+12.3' when signed); None -> 'n/a'."""
+    if value is None:
+        return "n/a"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def fmt_stats(st: Mapping[str, Any] | None) -> str:
+    """'12.5 ± 0.7 [12.0-13.0]' in percent; one seed: '12.5'; missing: '-'."""
+    if st is None:
+        return "-"
+    text = fmt_pct(st["mean"])
+    if st["n"] > 1:
+        text += f" ± {100 * st['std']:.1f} [{fmt_pct(st['min'])}-{fmt_pct(st['max'])}]"
+    return text
