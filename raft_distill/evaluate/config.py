@@ -21,6 +21,7 @@ from pydantic import (
 
 from raft_distill.config import apply_overrides
 from raft_distill.errors import DistillError
+from raft_distill.evaluate.judge import DEFAULT_JUDGE_TEMPLATE
 from schemas.config_files import read_config_mapping
 
 SUITES = ("domain", "ifeval", "general")
@@ -107,6 +108,38 @@ class SuitesConfig(_Strict):
         return names
 
 
+class JudgeConfig(_Strict):
+    """Optional LLM-judge majority vote on the QA suites (see judge.py); off when absent."""
+
+    models: list[str] = Field(
+        min_length=1,
+        description="judge models: embedded names, local folders or Hub ids; an odd count "
+        "avoids ties",
+    )
+    suites: list[Literal["domain", "general"]] = Field(
+        default=["domain"], min_length=1, description="QA suites to judge"
+    )
+    engine: Literal["transformers", "vllm"] | None = Field(
+        None, description="default: the top-level engine"
+    )
+    max_new_tokens: int = Field(8, gt=0, description="the verdict is one word")
+    prompt_template: str = Field(
+        DEFAULT_JUDGE_TEMPLATE, description="user turn with {question}, {reference}, {response}"
+    )
+    reference_field: str = Field(
+        "answer",
+        description="QA row field holding the reference answer; rows without it use `check`",
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_fields(cls, value: str) -> str:
+        missing = [f for f in ("{question}", "{reference}", "{response}") if f not in value]
+        if missing:
+            raise ValueError(f"prompt_template must contain {', '.join(missing)}")
+        return value
+
+
 def _all_suites() -> SuitesConfig:
     return SuitesConfig.model_validate({name: {} for name in SUITES})
 
@@ -123,6 +156,7 @@ class EvalConfig(_Strict):
     batch_size: int = Field(16, gt=0, description="prompts per generate call (transformers)")
     max_model_len: int = Field(2048, gt=0, description="vLLM context length")
     suites: SuitesConfig = Field(default_factory=_all_suites)
+    judge: JudgeConfig | None = Field(None, description="LLM-judge majority vote; off when absent")
     output_dir: str = "runs/eval"
 
     @field_validator("models")

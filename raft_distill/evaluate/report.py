@@ -15,7 +15,9 @@ from typing import Any
 # (suite, metric key, column title) of the summary table, in order.
 HEADLINE = (
     ("domain", "accuracy", "domain acc"),
+    ("domain", "judge_accuracy", "domain judge"),
     ("general", "accuracy", "general acc"),
+    ("general", "judge_accuracy", "general judge"),
     ("ifeval", "prompt_level_strict", "IFEval prompt strict"),
     ("ifeval", "instruction_level_strict", "IFEval inst strict"),
     ("ifeval", "prompt_level_loose", "IFEval prompt loose"),
@@ -54,7 +56,11 @@ def model_markdown(result: dict[str, Any]) -> str:
 
 def summary_markdown(results: list[dict[str, Any]]) -> str:
     """All models side by side, headline scores in percent ('-' where a suite did not run)."""
-    columns = [(s, k, t) for s, k, t in HEADLINE if any(s in r["suites"] for r in results)]
+    columns = [
+        (s, k, t)
+        for s, k, t in HEADLINE
+        if any(k in r["suites"].get(s, {}).get("metrics", {}) for r in results)
+    ]
     lines = [
         "| model | " + " | ".join(t for _, _, t in columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -63,7 +69,8 @@ def summary_markdown(results: list[dict[str, Any]]) -> str:
         cells = []
         for suite, key, _ in columns:
             data = r["suites"].get(suite)
-            cells.append(_pct(data["metrics"][key]) if data else "-")
+            value = data["metrics"].get(key) if data else None
+            cells.append("-" if value is None else _pct(value))
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

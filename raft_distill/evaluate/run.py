@@ -15,7 +15,7 @@ from typing import Any
 
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.config import EvalConfig
-from raft_distill.evaluate.generate import open_generator
+from raft_distill.evaluate.generate import Generator, open_generator
 from raft_distill.evaluate.ifeval import (
     IFEvalItem,
     check_response,
@@ -23,6 +23,7 @@ from raft_distill.evaluate.ifeval import (
     load_ifeval,
     score_ifeval,
 )
+from raft_distill.evaluate.judge import JudgeItem, collect_votes, judge_metrics, majority
 from raft_distill.evaluate.qa import QAItem, load_qa, score_qa
 from raft_distill.evaluate.report import write_model, write_summary
 
@@ -59,6 +60,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
     out_dir = Path(cfg.output_dir)
     registry = instruction_registry() if "ifeval" in suites else {}
     results: list[dict[str, Any]] = []
+    all_responses: list[dict[str, list[dict[str, Any]]]] = []
     for entry in cfg.models:
         resolved = _resolve(entry.path)
         log(f"[{entry.name}] loading {resolved.path} ({cfg.engine})")
@@ -106,6 +108,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
                     rows = [
                         {
                             "question": i.question,
+                            "reference": _reference(cfg, i),
                             "answer_type": i.answer_type,
                             "check": i.check,
                             "kind": i.kind,
@@ -128,8 +131,75 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
             generator.close()
         write_model(out_dir, result, responses)
         results.append(result)
+        all_responses.append(responses)
+    if cfg.judge is not None:
+        _judge(cfg, results, all_responses, log)
+        for result, responses in zip(results, all_responses, strict=True):
+            write_model(out_dir, result, responses)
     write_summary(out_dir, results)
     return results
+
+
+def _reference(cfg: EvalConfig, item: QAItem) -> str:
+    """The reference answer a judge sees: the configured row field, else the check value."""
+    field = cfg.judge.reference_field if cfg.judge is not None else "answer"
+    value = item.meta.get(field)
+    return str(value) if value not in (None, "") else item.check
+
+
+def _judge(
+    cfg: EvalConfig,
+    results: list[dict[str, Any]],
+    all_responses: list[dict[str, list[dict[str, Any]]]],
+    log: Callable[[str], None],
+) -> None:
+    """Grade every judged suite of every model by majority vote; add metrics and votes."""
+    assert cfg.judge is not None
+    judge_cfg = cfg.judge
+    suites = [s for s in judge_cfg.suites if s in cfg.suites.enabled()]
+    if not suites:
+        log(f"[judge] none of the judged suites {judge_cfg.suites} ran; nothing to grade")
+        return
+    targets = [
+        (m, suite, row)
+        for m, responses in enumerate(all_responses)
+        for suite in suites
+        for row in responses[suite]
+    ]
+    items = [
+        JudgeItem(results[m]["model"], suite, row["question"], row["reference"], row["response"])
+        for m, suite, row in targets
+    ]
+    engine = judge_cfg.engine or cfg.engine
+    judges = list(judge_cfg.models)
+
+    def open_judge(name: str) -> Generator:
+        resolved = _resolve(name)
+        return open_generator(resolved.path, engine, cfg.batch_size, cfg.dtype, cfg.max_model_len)
+
+    votes, texts = collect_votes(
+        judges, items, open_judge, judge_cfg.prompt_template, judge_cfg.max_new_tokens, log
+    )
+    for (_, _, row), item_votes, item_texts in zip(targets, votes, texts, strict=True):
+        row["judge_votes"] = item_votes
+        row["judge_replies"] = item_texts
+        row["judge_correct"] = majority(item_votes)
+    for m, result in enumerate(results):
+        for suite in suites:
+            rows = all_responses[m][suite]
+            metrics = judge_metrics(
+                [row["judge_correct"] for row in rows],
+                [row["correct"] for row in rows],
+                [row["judge_votes"] for row in rows],
+                judges,
+            )
+            result["suites"][suite]["metrics"].update(metrics)
+            result["suites"][suite]["judges"] = judges
+            log(
+                f"[judge] {result['model']} {suite}: judge accuracy "
+                f"{metrics['judge_accuracy']:.3f}, undecided {metrics['judge_undecided']:.3f}, "
+                f"agreement with checker {metrics['judge_agreement']:.3f}"
+            )
 
 
 def _headline(suite: str, metrics: dict[str, Any]) -> str:
