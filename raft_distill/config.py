@@ -145,7 +145,11 @@ class TrainConfig(_Strict):
     warmup_steps: int = Field(default=0, ge=0)
     bf16: bool = Field(default=True, description="bf16 autocast where the device supports it")
     gradient_checkpointing: bool = False
-    fsdp: bool = Field(default=False, description="shard the student with FSDP (GPU, accelerate)")
+    fsdp: bool = Field(
+        default=False,
+        description="shard the student with FSDP over the processes (accelerate, GPUs only; "
+        "not yet run by this project)",
+    )
     checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = final checkpoint only")
     eval_every: int = Field(default=0, ge=0, description="steps; 0 = evaluate at the end only")
     output_dir: str = "runs/distill"

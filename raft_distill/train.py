@@ -13,7 +13,7 @@ whole step over all micro-batches and processes, so the loss, its gradient and l
 not depend on the micro-batch split. Because lambda needs the full-step losses before it
 can weight the KL gradient, the SFT and KL gradients are accumulated in two phases and
 combined as g = g_SFT + lambda * g_KL (exact, one extra gradient buffer). The same code
-runs on one CPU, under `torchrun`/`accelerate launch` with DDP, and with FSDP.
+runs on one CPU, under `torchrun`/`accelerate launch` with DDP, and with FSDP on GPUs.
 """
 
 from __future__ import annotations
@@ -124,6 +124,12 @@ def make_accelerator(cfg: FitConfig) -> Any:
 
     plugin = None
     if cfg.train.fsdp:
+        if not torch.cuda.is_available():
+            # accelerate has no FSDP for CPU processes: it would quietly run DDP instead
+            raise DistillError(
+                "train.fsdp: accelerate shards with FSDP on GPUs only; on CPU set "
+                "train.fsdp: false (torchrun / accelerate launch then trains with DDP)"
+            )
         from accelerate import FullyShardedDataParallelPlugin
 
         plugin = FullyShardedDataParallelPlugin(
@@ -595,6 +601,7 @@ class Trainer:
             "source_rows": self.data.source_rows,
             "skipped_rows": dict(self.data.skipped),
             "processes": self.world,
+            "distributed": str(self.accelerator.distributed_type.value),  # NO, MULTI_CPU, FSDP...
             "bf16": self.bf16,
             "final_loss_sft": last.get("loss_sft"),
             "final_loss_kl": last.get("loss_kl"),

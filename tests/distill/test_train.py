@@ -248,8 +248,17 @@ def test_ddp_two_processes_match_one(tiny_model_dir, tiny_teacher_dir, tiny_data
                 assert rb[key] is None
             else:
                 assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
-    assert json.loads((outs[2] / "summary.json").read_text())["processes"] == 2
+    summary = json.loads((outs[2] / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["distributed"] == "MULTI_CPU"
     assert _same_weights(outs[1] / "final", outs[2] / "final", atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP runs on GPUs")
+def test_fsdp_on_cpu_is_a_clear_error(tiny_model_dir, tiny_dataset, tmp_path):
+    """accelerate would fall back to DDP without a word; the run stops and says so."""
+    raw = tiny_config(tiny_model_dir, tiny_dataset, tmp_path / "out", train={"fsdp": True})
+    with pytest.raises(DistillError, match="train.fsdp: accelerate shards with FSDP on GPUs"):
+        fit(config_from_dict(raw))
 
 
 def test_bf16_autocast_and_gradient_checkpointing_run(tiny_model_dir, tiny_dataset, tmp_path):
