@@ -70,6 +70,17 @@ class RolloutConfig(_Strict):
     top_k: int = Field(
         default=0, ge=0, description="0 = off (transformers otherwise defaults to 50)"
     )
+    engine: Literal["transformers", "vllm"] = Field(
+        default="transformers",
+        description="transformers: HF generate on the student; vllm: a colocated vLLM engine "
+        "that gets the student's weights before each rollout",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        default=0.3, gt=0.0, lt=1.0, description="vLLM's share of GPU memory (GPU only)"
+    )
+    vllm_max_model_len: int = Field(
+        default=2048, gt=0, description="vLLM context: prompt + max_new_tokens must fit"
+    )
 
 
 class TeacherConfig(_Strict):

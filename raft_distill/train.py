@@ -195,6 +195,8 @@ class Trainer:
         if self.teacher_model is not None:
             self.teacher_model.to(self.device)
         self.model = StudentScorer(lm, chunk=cfg.loss.logit_chunk_size)
+        self.vllm = self._open_vllm()
+        self._vllm_synced_step: int | None = None
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         optimizer = torch.optim.AdamW(
@@ -374,7 +376,18 @@ class Trainer:
         use_sft = mode in ("raft", "sft")
 
         trajectories: list[list[int]] = []
-        if use_kl:
+        if use_kl and self.vllm is not None:
+            with _timed(times, "rollout"):
+                if self._vllm_synced_step != step:  # the weights changed since the last rollout
+                    lm = self.accelerator.unwrap_model(self.model).lm
+                    self.vllm.sync_weights(lm.named_parameters())
+                    self._vllm_synced_step = step
+                trajectories = self.vllm.sample(
+                    [e.prompt_ids for e in examples],
+                    self.eos_ids,
+                    _step_seed(cfg.train.seed, step, self.rank),
+                )
+        elif use_kl:
             torch.manual_seed(_step_seed(cfg.train.seed, step, self.rank))
             with _timed(times, "rollout"):
                 trajectories = rollout.sample_trajectories(
@@ -519,6 +532,33 @@ class Trainer:
             "skipped_rows": int(sum(self.data.skipped.values())),
         }
 
+    def _open_vllm(self) -> Any:
+        """The colocated vLLM rollout engine when `rollout.engine: vllm` and there are rollouts."""
+        cfg = self.cfg
+        if cfg.rollout.engine != "vllm" or cfg.loss.mode == "sft":
+            return None
+        if cfg.train.fsdp:
+            raise DistillError(
+                "rollout.engine: vllm with train.fsdp is not supported yet (the engine needs "
+                "the full weights each step); use rollout.engine: transformers"
+            )
+        from raft_distill.rollout_vllm import VLLMRollout
+
+        return VLLMRollout(
+            _resolve(cfg.model.student),
+            cfg.rollout,
+            seed=cfg.train.seed,
+            rank=self.rank,
+            local_rank=self.accelerator.local_process_index,
+            world=self.world,
+        )
+
+    def close(self) -> None:
+        """Stop the vLLM engine (if any) now rather than at interpreter exit."""
+        if self.vllm is not None:
+            self.vllm.close()
+            self.vllm = None
+
     def _gather_params(self) -> Any:
         """FSDP: gather full weights for generation; None otherwise."""
         if not self.cfg.train.fsdp:
@@ -601,6 +641,7 @@ class Trainer:
             "source_rows": self.data.source_rows,
             "skipped_rows": dict(self.data.skipped),
             "processes": self.world,
+            "rollout_engine": self.cfg.rollout.engine if self.cfg.loss.mode != "sft" else None,
             "distributed": str(self.accelerator.distributed_type.value),  # NO, MULTI_CPU, FSDP...
             "bf16": self.bf16,
             "final_loss_sft": last.get("loss_sft"),
@@ -620,4 +661,8 @@ class Trainer:
 
 def fit(cfg: FitConfig, resume: bool = False) -> FitResult:
     """Run `raft-distill fit` for a validated config; see the module docstring."""
-    return Trainer(cfg, resume=resume).run()
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+def make_tiny_llama(
+    folder: Path, tokenizer_dir: Path, seed: int = 0, head_dim: int | None = None
+) -> Path:
+    """`head_dim`: None = hidden / heads = 8; vLLM's CPU attention needs 32, 64, 128..."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -18,6 +21,7 @@ def make_tiny_llama(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        head_dim=head_dim,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,
