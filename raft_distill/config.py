@@ -158,8 +158,8 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = False
     fsdp: bool = Field(
         default=False,
-        description="shard the student with FSDP over the processes (accelerate, GPUs only; "
-        "not yet run by this project)",
+        description="shard the student with FSDP2 (torch fully_shard) over the processes "
+        "of a torchrun / accelerate launch run; GPUs or CPUs",
     )
     checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = final checkpoint only")
     eval_every: int = Field(default=0, ge=0, description="steps; 0 = evaluate at the end only")

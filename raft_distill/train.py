@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import yaml
 
-from raft_distill import rollout, teacher
+from raft_distill import rollout, sharding, teacher
 from raft_distill.balance import EmaBalance, FixedBalance
 from raft_distill.config import FitConfig
 from raft_distill.data import Dataset, Example, build_dataset, load_rows, step_indices
@@ -122,22 +122,16 @@ def load_models(cfg: FitConfig) -> tuple[Any, Any, Any]:
 def make_accelerator(cfg: FitConfig) -> Any:
     from accelerate import Accelerator
 
-    plugin = None
-    if cfg.train.fsdp:
-        if not torch.cuda.is_available():
-            # accelerate has no FSDP for CPU processes: it would quietly run DDP instead
-            raise DistillError(
-                "train.fsdp: accelerate shards with FSDP on GPUs only; on CPU set "
-                "train.fsdp: false (torchrun / accelerate launch then trains with DDP)"
-            )
-        from accelerate import FullyShardedDataParallelPlugin
-
-        plugin = FullyShardedDataParallelPlugin(
-            auto_wrap_policy="transformer_based_wrap", use_orig_params=True
-        )
-    # accelerate only sets up gloo for CPU processes (torchrun / accelerate launch) with cpu=True
+    # accelerate sets up the processes (gloo on CPU only with cpu=True) and DDP; FSDP is
+    # applied by sharding.py, since accelerate's FSDP plugin does not run on CPU processes
     cpu = not torch.cuda.is_available()
-    return Accelerator(fsdp_plugin=plugin, step_scheduler_with_optimizer=False, cpu=cpu)
+    accelerator = Accelerator(step_scheduler_with_optimizer=False, cpu=cpu)
+    if cfg.train.fsdp and accelerator.num_processes < 2:
+        raise DistillError(
+            "train.fsdp shards the student over processes: launch with `torchrun "
+            "--nproc_per_node=N -m raft_distill fit ...` or `accelerate launch`, N >= 2"
+        )
+    return accelerator
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -195,6 +189,8 @@ class Trainer:
         if self.teacher_model is not None:
             self.teacher_model.to(self.device)
         self.model = StudentScorer(lm, chunk=cfg.loss.logit_chunk_size)
+        if cfg.train.fsdp:
+            sharding.shard_student(self.model, self.device)
         self.vllm = self._open_vllm()
         self._vllm_synced_step: int | None = None
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
@@ -208,7 +204,11 @@ class Trainer:
             betas=cfg.train.adam_betas,
             eps=cfg.train.adam_eps,
         )
-        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
+        if cfg.train.fsdp:
+            # not handed to accelerate: sharding.py saves and restores the sharded state
+            self.optimizer = optimizer
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
         from transformers import get_scheduler
 
         try:
@@ -285,14 +285,17 @@ class Trainer:
         """A plain HF folder (safetensors + config + tokenizer) that transformers loads."""
         unwrapped = self.accelerator.unwrap_model(self.model).lm
         if self.cfg.train.fsdp:
-            state = self.accelerator.get_state_dict(self.model)
-            state = {k.removeprefix("lm."): v for k, v in state.items()}
-            unwrapped.save_pretrained(
-                folder,
-                state_dict=state,
-                is_main_process=self.accelerator.is_main_process,
-                save_function=self.accelerator.save,
-            )
+            state = sharding.full_state_dict(self.model)  # every process takes part
+            if self.accelerator.is_main_process:
+                state = {k.removeprefix("lm."): v for k, v in state.items()}
+                # a tied head appears under both names in a full state dict: keep one, as
+                # save_pretrained does for an unsharded model
+                tied = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
+                tied -= {n for n, _ in unwrapped.named_parameters()}
+                state = {k: v for k, v in state.items() if k not in tied}
+                unwrapped.config.use_cache = True
+                unwrapped.save_pretrained(folder, state_dict=state, safe_serialization=True)
+                unwrapped.config.use_cache = False
         elif self.accelerator.is_main_process:
             unwrapped.config.use_cache = True
             unwrapped.save_pretrained(folder, safe_serialization=True)
@@ -302,7 +305,9 @@ class Trainer:
 
     def save_checkpoint(self, step: int) -> Path:
         folder = self.out / "checkpoints" / f"step-{step:06d}"
-        self.accelerator.save_state(str(folder / "state"))
+        self.accelerator.save_state(str(folder / "state"))  # scheduler, RNG (+ DDP model/optim)
+        if self.cfg.train.fsdp:
+            sharding.save_sharded(folder / "fsdp", self.model, self.optimizer)
         self.save_model(folder / "model")
         if self.accelerator.is_main_process:
             state = {
@@ -320,6 +325,8 @@ class Trainer:
         if ckpt is None:
             raise DistillError(f"--resume: no complete checkpoint under {self.out}/checkpoints")
         self.accelerator.load_state(str(ckpt / "state"))
+        if self.cfg.train.fsdp:
+            sharding.load_sharded(ckpt / "fsdp", self.model, self.optimizer)
         state = json.loads((ckpt / "trainer_state.json").read_text())
         self.balance.load_state_dict(state["balance"])
         self.start_step = int(state["step"])
@@ -358,6 +365,9 @@ class Trainer:
         return [float(v) for v in t.tolist()]
 
     def _sync(self, last: bool) -> Any:
+        """Reduce gradients over processes only on the last micro-batch of a step."""
+        if self.cfg.train.fsdp:
+            return sharding.gradient_sync(self.model, enabled=last)
         return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
 
     def train_step(self, step: int) -> dict[str, Any]:
@@ -560,12 +570,10 @@ class Trainer:
             self.vllm = None
 
     def _gather_params(self) -> Any:
-        """FSDP: gather full weights for generation; None otherwise."""
+        """FSDP: gather the root weights for generation; None otherwise."""
         if not self.cfg.train.fsdp:
             return None
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        return lambda: FSDP.summon_full_params(self.model, writeback=False, recurse=True)
+        return lambda: sharding.gathered(self.model)
 
     # ------------------------------------------------------------------ eval
     @torch.no_grad()
@@ -642,7 +650,9 @@ class Trainer:
             "skipped_rows": dict(self.data.skipped),
             "processes": self.world,
             "rollout_engine": self.cfg.rollout.engine if self.cfg.loss.mode != "sft" else None,
-            "distributed": str(self.accelerator.distributed_type.value),  # NO, MULTI_CPU, FSDP...
+            "distributed": "FSDP"
+            if self.cfg.train.fsdp
+            else str(self.accelerator.distributed_type.value),  # NO, MULTI_CPU, MULTI_GPU
             "bf16": self.bf16,
             "final_loss_sft": last.get("loss_sft"),
             "final_loss_kl": last.get("loss_kl"),

@@ -216,14 +216,16 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert "unknown key 'loss.k'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_ddp_two_processes_match_one(tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_match_one(sharding, tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path):
     """torchrun with 2 gloo processes gives the same losses/weights as 1 on the same batch.
 
-    raft mode (both loss terms and the EMA lambda). Rollouts are greedy here so both runs
-    score the same trajectories (sampling seeds are per process, so sampled z would
-    differ by design).
+    raft mode (both loss terms and the EMA lambda), 2 micro-batches per process (so the
+    skipped gradient sync is exercised). DDP replicates the student; FSDP shards it over
+    the 2 processes (gathered for the rollouts and the saved model). Rollouts are greedy
+    so both runs score the same trajectories (sampling seeds are per process, so sampled
+    z would differ by design).
     """
-    mode = "raft"
     outs = {}
     for nproc in (1, 2):
         out = tmp_path / f"p{nproc}"
@@ -232,9 +234,15 @@ def test_ddp_two_processes_match_one(tiny_model_dir, tiny_teacher_dir, tiny_data
             tiny_dataset,
             out,
             model={"teacher": str(tiny_teacher_dir)},
-            loss={"mode": mode},
+            loss={"mode": "raft"},
             rollout={"temperature": 0.0, "max_new_tokens": 6},
-            train={"max_steps": 2, "lr": 1e-2, "adam_eps": 1e-3},
+            train={
+                "max_steps": 2,
+                "lr": 1e-2,
+                "adam_eps": 1e-3,
+                "gradient_accumulation_steps": 2 // nproc,
+                "fsdp": sharding == "fsdp" and nproc == 2,
+            },
         )
         path = tmp_path / f"c{nproc}.yaml"
         path.write_text(yaml.safe_dump(raw))
@@ -249,15 +257,43 @@ def test_ddp_two_processes_match_one(tiny_model_dir, tiny_teacher_dir, tiny_data
             else:
                 assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
     summary = json.loads((outs[2] / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["distributed"] == "MULTI_CPU"
+    assert summary["processes"] == 2
+    assert summary["distributed"] == ("FSDP" if sharding == "fsdp" else "MULTI_CPU")
     assert _same_weights(outs[1] / "final", outs[2] / "final", atol=1e-5)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="FSDP runs on GPUs")
-def test_fsdp_on_cpu_is_a_clear_error(tiny_model_dir, tiny_dataset, tmp_path):
-    """accelerate would fall back to DDP without a word; the run stops and says so."""
+def test_fsdp_resume_equals_uninterrupted_run(tiny_model_dir, tiny_dataset, tmp_path):
+    """2 processes, FSDP: stop after 2 of 3 steps, resume from the sharded checkpoint."""
+
+    def run(out: Path, steps: int, resume: bool = False) -> None:
+        raw = tiny_config(
+            tiny_model_dir,
+            tiny_dataset,
+            out,
+            rollout={"temperature": 0.0, "max_new_tokens": 6},
+            train={"max_steps": steps, "lr": 1e-2, "fsdp": True},
+        )
+        path = out.with_suffix(".yaml")
+        path.write_text(yaml.safe_dump(raw))
+        proc = _cli(["fit", str(path), *(["--resume"] if resume else [])], nproc=2)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    run(full, 3)
+    run(part, 2)
+    assert (part / "checkpoints" / "step-000002" / "fsdp").is_dir()
+    run(part, 3, resume=True)
+    a, b = _metrics(full), _metrics(part)
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("loss_sft", "loss_kl", "lambda", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-9), (ra["step"], key)
+    assert _same_weights(full / "final", part / "final", atol=1e-6)
+
+
+def test_fsdp_needs_processes(tiny_model_dir, tiny_dataset, tmp_path):
     raw = tiny_config(tiny_model_dir, tiny_dataset, tmp_path / "out", train={"fsdp": True})
-    with pytest.raises(DistillError, match="train.fsdp: accelerate shards with FSDP on GPUs"):
+    with pytest.raises(DistillError, match="train.fsdp shards the student over processes"):
         fit(config_from_dict(raw))
 
 
