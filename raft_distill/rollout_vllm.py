@@ -4,7 +4,8 @@ The engine runs in the training process (vLLM's `external_launcher` executor, as
 colocate mode does), loads the student's starting weights from its folder once, and gets
 the student's current weights pushed into it before each rollout after an optimizer step
 (vLLM's in-place `reload_weights`: a device copy, no disk round trip). Each process
-of a DDP run holds its own engine and samples its own prompts.
+of a DDP run holds its own engine and samples its own prompts (as TRL's colocate mode;
+tested here in one process only).
 
 Sampling is seeded per request from the step seed, so a resumed run samples the same
 trajectories. vLLM and HF `generate` draw different random numbers: the same seed gives

@@ -13,7 +13,7 @@ whole step over all micro-batches and processes, so the loss, its gradient and l
 not depend on the micro-batch split. Because lambda needs the full-step losses before it
 can weight the KL gradient, the SFT and KL gradients are accumulated in two phases and
 combined as g = g_SFT + lambda * g_KL (exact, one extra gradient buffer). The same code
-runs on one CPU, under `torchrun`/`accelerate launch` with DDP, and with FSDP on GPUs.
+runs on one CPU, under `torchrun`/`accelerate launch` with DDP, and with FSDP2 (sharding.py).
 """
 
 from __future__ import annotations
