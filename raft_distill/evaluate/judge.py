@@ -113,8 +113,9 @@ def judge_metrics(
         )
         / n,
     }
+    # keyed "<position>:<judge>", so a judge listed twice keeps two entries
     metrics["judge_parsed_by_judge"] = {
-        judge: sum(1 for votes in per_judge if votes[j] is not None) / n
+        f"{j}:{judge}": sum(1 for votes in per_judge if votes[j] is not None) / n
         for j, judge in enumerate(judges)
     }
     return metrics

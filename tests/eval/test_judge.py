@@ -66,7 +66,7 @@ def test_judge_metrics_counts_undecided_as_wrong():
     assert metrics["judge_undecided"] == pytest.approx(0.25)
     # agreement: T/T yes, F/T no, None(F)/F yes, T/F no
     assert metrics["judge_agreement"] == pytest.approx(0.5)
-    assert metrics["judge_parsed_by_judge"] == {"a": 0.75, "b": 0.5}
+    assert metrics["judge_parsed_by_judge"] == {"0:a": 0.75, "1:b": 0.5}
 
 
 class _Scripted:
