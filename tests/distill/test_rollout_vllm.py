@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ def test_engine_follows_the_students_weights(vllm_tiny_dir: Path):
     greedy = RolloutConfig(max_new_tokens=8, temperature=0.0, engine="vllm")
     prompts = [tok("Hello there, how are you?")["input_ids"], tok("What is 2+2?")["input_ids"]]
     eos = {int(tok.eos_token_id)}
+    launcher_env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
     engine = VLLMRollout(vllm_tiny_dir, greedy, seed=0)
     try:
 
@@ -79,6 +81,7 @@ def test_engine_follows_the_students_weights(vllm_tiny_dir: Path):
     finally:
         engine.close()
     assert not torch.distributed.is_initialized()  # close() removed its process group
+    assert {k: os.environ.get(k) for k in launcher_env} == launcher_env  # and its env vars
 
 
 def test_fit_with_vllm_rollouts_matches_hf_rollouts(
