@@ -1,43 +1,157 @@
 """A small in-memory Hugging Face Hub on 127.0.0.1, for offline push/pull tests.
 
 It answers the requests huggingface_hub 2.x sends for `create_repo`, `create_branch`,
-`repo_info`, `list_repo_tree`, `get_paths_info`, README validation, `preupload`, the LFS
-batch API with a basic single-part upload (Xet disabled with HF_HUB_DISABLE_XET=1), the
-ndjson `commit` endpoint and `resolve` downloads (HEAD + GET), and records every request
-(method, path, query, headers, body) so tests can check what left the client.
+`repo_info`, `list_repo_tree`, `get_paths_info`, README validation, `preupload`, the ndjson
+`commit` endpoint and `resolve` downloads (HEAD + GET), and records every request (method,
+path, query, headers, body) so tests can check what left the client.
+
+Large files arrive the way they do from huggingface.co users: through **Xet** (the default
+whenever `hf_xet` is installed) or, with HF_HUB_DISABLE_XET=1, through the Git LFS batch API
+with a basic single-part upload. For Xet the stub hands out a write token
+(`/api/datasets/{repo}/xet-write-token/{rev}`) pointing at its own CAS server (a second
+port, `cas_endpoint`), which serves the calls `hf_xet` makes: global-dedup chunk queries
+(always "not found"), upload telemetry,
+xorb upload grants (grant -> PUT to the grant URL with no credentials -> commit; the
+CRC-64/NVME checksum is checked), direct xorb uploads, and shard uploads (v1 JSON and v2
+ndjson). From each shard it rebuilds every file from the xorbs' decompressed chunks and
+checks its sha256 (tests/data/hub_xet.py), so the commit's `lfsFile` entries resolve to the
+exact bytes the client had. Downloads of those files go through Xet too: `resolve` answers
+with `X-Xet-Hash` and a `xet-auth` link to the read token, the CAS serves the file's
+reconstruction (xorb chunk ranges) and the xorbs are fetched by byte range.
 
 Like the Hub it stores repos as commits of {path: bytes}, answers "lfs" upload mode for
-Parquet/PNG and "regular" for text, and returns the remote oid in preupload (git blob sha1,
-or LFS sha256) so the client can drop unchanged files. `fail` queues error responses
-(e.g. a 503 with Retry-After) for the next matching request.
+Parquet/PNG and "regular" for text, returns the remote oid in preupload (git blob sha1, or
+LFS sha256) so the client can drop unchanged files, routes branch names with `/` (sent
+URL-encoded as one path segment, `feature%2Fx`), validates card metadata on
+`validate-yaml` and on commit (400 with the errors, as the Hub does), refuses a commit whose
+`parentCommit` is not the branch head (412), refuses the deletion of a missing file (404),
+and paginates tree listings (`page_size` entries per page, then a `Link: <...>; rel="next"`
+header with an opaque cursor). `fail` queues error responses (e.g. a 503 with Retry-After)
+for the next matching request; `drop_response` applies the next matching request and then
+closes the connection without answering (a response lost on the way back).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
+import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import yaml
+from hub_xet import ShardTerm, XetFormatError, crc64_nvme, rebuild_file, shard_files, xorb_chunks
 
 LFS_SUFFIXES = (".parquet", ".png", ".arrow", ".safetensors")
+FRONT_MATTER = re.compile(r"^\s*---[\r\n]+([\S\s]*?)[\r\n]+---(?:\r\n|\n|$)")
+# A subset of the Hub's card metadata rules (what a dataset card here can get wrong).
+LICENSES = {
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause",
+    "bsd-3-clause", "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5",
+    "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0",
+    "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0",
+    "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cdla-sharing-1.0", "cdla-permissive-1.0",
+    "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0", "etalab-2.0", "eupl-1.1",
+    "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0",
+    "isc", "lppl-1.3c", "ms-pl", "mpl-2.0", "odc-by", "odbl", "osl-3.0", "postgresql",
+    "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl", "llama2", "llama3", "llama3.1", "llama3.2",
+    "llama3.3", "gemma", "unknown", "other",
+}
+SIZE_CATEGORIES = {
+    "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+    "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T", "unknown",
+}
+LANGUAGE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]+)*$")
 
 
 def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def card_errors(content: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a README's YAML front matter, worded like the Hub's."""
+    match = FRONT_MATTER.match(content)
+    if not match:
+        return [], ["empty or missing yaml metadata in repo card"]
+    try:
+        meta = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as err:
+        return [f"Error parsing YAML metadata: {str(err).splitlines()[0]}"], []
+    if meta is None:
+        return [], ["empty or missing yaml metadata in repo card"]
+    if not isinstance(meta, dict):
+        return ['"value" must be of type object'], []
+    errors: list[str] = []
+
+    def strings(key: str) -> list[Any]:
+        value = meta.get(key)
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            if not isinstance(v, str):
+                errors.append(f'"{key}" must be a string or a list of strings')
+                return []
+        return values
+
+    if "license" in meta:
+        errors += [f'"license" must be one of [{", ".join(sorted(LICENSES))}]' for v in strings("license") if v not in LICENSES][:1]
+    if "language" in meta:
+        errors += [f'"language" "{v}" is not a valid language code' for v in strings("language") if not LANGUAGE.match(v)]
+    if "size_categories" in meta:
+        errors += [f'"size_categories" must be one of [{", ".join(sorted(SIZE_CATEGORIES))}]' for v in strings("size_categories") if v not in SIZE_CATEGORIES][:1]
+    if "tags" in meta:
+        strings("tags")
+    if "pretty_name" in meta and not isinstance(meta["pretty_name"], str):
+        errors.append('"pretty_name" must be a string')
+    if "configs" in meta:
+        configs = meta["configs"]
+        if not isinstance(configs, list):
+            errors.append('"configs" must be an array')
+            configs = []
+        names = set()
+        for i, config in enumerate(configs):
+            where = f'"configs[{i}]"'
+            if not isinstance(config, dict):
+                errors.append(f"{where} must be of type object")
+                continue
+            name = config.get("config_name")
+            if not isinstance(name, str) or not name:
+                errors.append(f'{where}.config_name is required and must be a string')
+            elif name in names:
+                errors.append(f'{where}.config_name "{name}" is duplicated')
+            names.add(name)
+            files = config.get("data_files")
+            if files is None:
+                continue
+            if isinstance(files, str):
+                continue
+            if not isinstance(files, list):
+                errors.append(f"{where}.data_files must be a string or an array")
+                continue
+            for j, item in enumerate(files):
+                if isinstance(item, str):
+                    continue
+                if not isinstance(item, dict) or not isinstance(item.get("split"), str) or not isinstance(item.get("path"), (str, list)):
+                    errors.append(f"{where}.data_files[{j}] must be a path or an object with split and path")
+    return errors, []
+
+
 @dataclass
 class Recorded:
     method: str
-    path: str
+    path: str  # URL-decoded
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
     body: bytes
+    raw_path: str = ""  # as sent (segments still percent-encoded)
+    server: str = "hub"  # "hub", or "cas" for the Xet storage server
 
 
 @dataclass
@@ -62,36 +176,63 @@ class Repo:
         return self.commits.get(sha)
 
 
+@dataclass
+class Grant:
+    xorb: str
+    length: int
+    crc: int
+    data: bytes | None = None
+
+
 class StubHub:
     """Start with `with StubHub(token="hf_x") as hub:`; `hub.endpoint` is its URL."""
 
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, page_size: int = 50) -> None:
         self.token = token
+        self.page_size = page_size
         self.repos: dict[str, Repo] = {}
-        self.lfs_store: dict[str, bytes] = {}
+        self.lfs_store: dict[str, bytes] = {}  # sha256 -> bytes (LFS uploads and Xet files)
+        self.xorbs: dict[str, bytes] = {}  # xorb hash -> serialized xorb
+        self.xet_files: dict[str, str] = {}  # sha256 -> Xet file hash, for files uploaded via Xet
+        self.xet_terms: dict[str, list[ShardTerm]] = {}  # Xet file hash -> its xorb chunk ranges
+        self.grants: dict[str, Grant] = {}
+        self.xet_token = "xet_" + secrets.token_hex(8)
         self.requests: list[Recorded] = []
         self.failures: list[tuple[str, str, int, dict[str, str], bytes]] = []
+        self.drops: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class("hub"))
+        self._cas_server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class("cas"))
+        self._threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self._server, self._cas_server)]
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}"
 
+    @property
+    def cas_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._cas_server.server_port}"
+
     def __enter__(self) -> StubHub:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        for server in (self._server, self._cas_server):
+            server.shutdown()
+            server.server_close()
 
     # ------------------------------------------------------------------ test helpers
     def fail(self, method: str, path_contains: str, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
         """Answer the next `method` request whose path contains `path_contains` with `status`."""
         self.failures.append((method, path_contains, status, headers or {}, body))
+
+    def drop_response(self, method: str, path_contains: str) -> None:
+        """Carry out the next matching request, then close the connection without answering:
+        the server applied it, the client never hears so."""
+        self.drops.append((method, path_contains))
 
     def commits(self, repo_id: str) -> list[Commit]:
         repo = self.repos[repo_id]
@@ -126,11 +267,13 @@ class StubHub:
             pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
             entry["oid"] = git_blob_sha1(pointer)
             entry["lfs"] = {"oid": sha256, "size": len(data), "pointerSize": len(pointer)}
+            if sha256 in self.xet_files:
+                entry["xetHash"] = self.xet_files[sha256]
         else:
             entry["oid"] = git_blob_sha1(data)
         return entry
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self, server: str) -> type[BaseHTTPRequestHandler]:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -150,22 +293,28 @@ class StubHub:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            def _error(self, status: int, code: str, message: str) -> None:
-                self._answer(status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message})
+            def _error(self, status: int, code: str, message: str, body: dict[str, Any] | None = None) -> None:
+                self._answer(status, {"error": message, **(body or {})}, {"X-Error-Code": code, "X-Error-Message": message.splitlines()[0]})
 
             def _handle(self) -> None:
                 url = urlsplit(self.path)
-                path = unquote(url.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                record = Recorded(self.command, path, parse_qs(url.query), {k.lower(): v for k, v in self.headers.items()}, body)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                record = Recorded(self.command, unquote(url.path), parse_qs(url.query), headers, body, url.path, server)
                 with hub._lock:
                     hub.requests.append(record)
-                    for i, (method, part, status, headers, fail_body) in enumerate(hub.failures):
-                        if method == self.command and part in path:
+                    for i, (method, part, status, fail_headers, fail_body) in enumerate(hub.failures):
+                        if method == self.command and part in record.path:
                             del hub.failures[i]
-                            self._answer(status, fail_body or {"error": "injected"}, headers)
+                            self._answer(status, fail_body or {"error": "injected"}, fail_headers)
                             return
+                    for i, (method, part) in enumerate(hub.drops):
+                        if method == self.command and part in record.path:
+                            del hub.drops[i]
+                            self.wfile = io.BytesIO()  # the answer goes nowhere
+                            self.close_connection = True
+                            break
                     self._route(record)
 
             do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
@@ -180,35 +329,45 @@ class StubHub:
 
             def _route(self, r: Recorded) -> None:
                 m = self.command
-                p = r.path
-                if p.startswith("/lfs-upload/") and m == "PUT":  # LFS storage: no Hub auth, like S3
-                    oid = p.rsplit("/", 1)[1]
+                # split the path as sent, then decode each segment: a revision such as
+                # "feature/x" arrives as one segment, "feature%2Fx"
+                segs = [unquote(s) for s in r.raw_path.split("/")[1:]]
+                if server == "cas":
+                    return self._cas(segs, r)
+                if segs[0] == "lfs-upload" and m == "PUT":  # LFS storage: no Hub auth, like S3
+                    oid = segs[-1]
                     if hashlib.sha256(r.body).hexdigest() != oid:
                         return self._error(400, "BadRequest", "sha256 mismatch")
                     hub.lfs_store[oid] = r.body
                     return self._answer(200, b"")
-                if p == "/api/agent-harnesses":  # huggingface_hub's daily, unauthenticated registry fetch
+                if segs[0] == "xet-upload" and m == "PUT":  # a xorb upload grant's URL: no credentials
+                    return self._grant_upload(segs[-1], r)
+                if segs[0] == "xet-xorbs" and m == "GET":  # a xorb's (presigned) download URL
+                    return self._xorb_range(segs[-1])
+                if r.path == "/api/agent-harnesses":  # huggingface_hub's daily, unauthenticated registry fetch
                     return self._error(404, "NotFound", "stub: no agent registry")
                 if not self._authorized():
                     return None
-                if p == "/api/repos/create" and m == "POST":
+                if r.path == "/api/repos/create" and m == "POST":
                     return self._create(json.loads(r.body))
-                if p == "/api/validate-yaml" and m == "POST":
-                    return self._answer(200, {"errors": [], "warnings": []})
-                match = re.fullmatch(r"/datasets/([^/]+/[^/]+)\.git/info/lfs/objects/batch", p)
-                if match and m == "POST":
+                if r.path == "/api/validate-yaml" and m == "POST":
+                    errors, warnings = card_errors(json.loads(r.body).get("content", ""))
+                    answer = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
+                    return self._answer(400 if errors else 200, answer)
+                if len(segs) == 7 and segs[0] == "datasets" and segs[2].endswith(".git") and segs[3:] == ["info", "lfs", "objects", "batch"] and m == "POST":
                     return self._lfs_batch(json.loads(r.body))
-                match = re.fullmatch(r"/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", p)
-                if match and m in ("GET", "HEAD"):
-                    return self._resolve(*match.groups())
-                match = re.fullmatch(r"/api/datasets/([^/]+/[^/]+)(?:/(revision|tree|paths-info|preupload|commit|branch)(?:/([^/]+)(?:/(.*))?)?)?", p)
-                if not match:
-                    return self._error(404, "NotFound", f"stub: no route for {m} {p}")
-                repo_id, action, rev, rest = match.groups()
+                if len(segs) >= 6 and segs[0] == "datasets" and segs[3] == "resolve" and m in ("GET", "HEAD"):
+                    return self._resolve(f"{segs[1]}/{segs[2]}", segs[4], "/".join(segs[5:]))
+                if len(segs) < 4 or segs[:2] != ["api", "datasets"]:
+                    return self._error(404, "NotFound", f"stub: no route for {m} {r.path}")
+                repo_id = f"{segs[2]}/{segs[3]}"
+                action = segs[4] if len(segs) > 4 else None
+                rev = segs[5] if len(segs) > 5 else None
+                rest = "/".join(segs[6:])
                 repo = hub.repos.get(repo_id)
                 if repo is None:
-                    return self._error(404, "RepoNotFound", f"Repository Not Found for url: {p}")
-                if action == "branch" and m == "POST":
+                    return self._error(404, "RepoNotFound", f"Repository Not Found for url: {r.path}")
+                if action == "branch" and m == "POST" and rev:
                     if rev in repo.branches:
                         return self._error(409, "Conflict", "Reference already exists")
                     start = json.loads(r.body or b"{}").get("startingPoint") or "main"
@@ -223,11 +382,7 @@ class StubHub:
                         "siblings": [{"rfilename": f} for f in sorted(head.files)],
                     })
                 if action == "tree" and m == "GET":
-                    prefix = (rest or "").strip("/")
-                    entries = [hub._entry(head, f) for f in sorted(head.files) if not prefix or f.startswith(prefix + "/")]
-                    if r.query.get("recursive", ["false"])[0].lower() != "true":
-                        entries = self._one_level(entries, prefix)
-                    return self._answer(200, entries)
+                    return self._tree(head, rest.strip("/"), r)
                 if action == "paths-info" and m == "POST":
                     paths = parse_qs(r.body.decode()).get("paths", [])
                     return self._answer(200, [hub._entry(head, f) for f in paths if f in head.files])
@@ -235,7 +390,32 @@ class StubHub:
                     return self._preupload(head, json.loads(r.body))
                 if action == "commit" and m == "POST":
                     return self._commit(repo, rev or "main", head, r.body)
-                return self._error(404, "NotFound", f"stub: no route for {m} {p}")
+                if action in ("xet-write-token", "xet-read-token") and m == "GET":
+                    exp = int(time.time()) + 3600
+                    cas = hub.cas_endpoint
+                    return self._answer(
+                        200,
+                        {"casUrl": cas, "accessToken": hub.xet_token, "exp": exp},
+                        {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": hub.xet_token, "X-Xet-Token-Expiration": str(exp)},
+                    )
+                return self._error(404, "NotFound", f"stub: no route for {m} {r.path}")
+
+            def _tree(self, head: Commit, prefix: str, r: Recorded) -> None:
+                entries = [hub._entry(head, f) for f in sorted(head.files) if not prefix or f.startswith(prefix + "/")]
+                if r.query.get("recursive", ["false"])[0].lower() != "true":
+                    entries = self._one_level(entries, prefix)
+                entries.sort(key=lambda e: e["path"])
+                cursor = r.query.get("cursor", [None])[0]
+                if cursor is not None:  # opaque to the client: the last path of the previous page
+                    after = base64.urlsafe_b64decode(cursor.encode()).decode()
+                    entries = [e for e in entries if e["path"] > after]
+                page = entries[: hub.page_size]
+                headers = {}
+                if len(entries) > len(page):
+                    query = {k: v[0] for k, v in r.query.items() if k != "cursor"}
+                    query["cursor"] = base64.urlsafe_b64encode(page[-1]["path"].encode()).decode()
+                    headers["Link"] = f'<{hub.endpoint}{r.raw_path}?{urlencode(query)}>; rel="next"'
+                return self._answer(200, page, headers)
 
             def _one_level(self, entries: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
                 out: dict[str, dict[str, Any]] = {}
@@ -284,6 +464,9 @@ class StubHub:
             def _commit(self, repo: Repo, branch: str, head: Commit, body: bytes) -> None:
                 lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
                 header = lines[0]["value"]
+                parent = header.get("parentCommit")
+                if parent and parent != head.sha:
+                    return self._error(412, "PreconditionFailed", "A commit has happened since. Please refresh and try again.")
                 files = dict(head.files)
                 lfs = set(head.lfs)
                 for item in lines[1:]:
@@ -306,6 +489,11 @@ class StubHub:
                         for f in [f for f in files if f.startswith(prefix)]:
                             del files[f]
                             lfs.discard(f)
+                if "README.md" in files and files["README.md"] != head.files.get("README.md"):
+                    errors, _ = card_errors(files["README.md"].decode("utf-8", "replace"))
+                    if errors:
+                        message = "Invalid metadata in README.md.\n" + "\n".join(f"- {e}" for e in errors)
+                        return self._error(400, "BadRequest", message)
                 commit = hub._new_commit(repo, branch, files, lfs, header["summary"], header.get("description", ""))
                 return self._answer(200, {
                     "commitUrl": f"{hub.endpoint}/datasets/{repo.repo_id}/commit/{commit.sha}",
@@ -327,7 +515,143 @@ class StubHub:
                 if "lfs" in entry:
                     headers["X-Linked-Etag"] = f'"{etag}"'
                     headers["X-Linked-Size"] = str(entry["size"])
+                if "xetHash" in entry:  # stored in Xet: the client downloads it through the CAS
+                    headers["X-Xet-Hash"] = entry["xetHash"]
+                    headers["Link"] = f'<{hub.endpoint}/api/datasets/{repo_id}/xet-read-token/{head.sha}>; rel="xet-auth"'
                 return self._answer(200, head.files[path], headers)
+
+            # ---------------------------------------------------------- the Xet CAS server
+            def _cas(self, segs: list[str], r: Recorded) -> None:
+                """Xet storage: authenticated by the Xet token, never the Hub token."""
+                m = self.command
+                if self.headers.get("Authorization") != f"Bearer {hub.xet_token}":
+                    return self._error(401, "Unauthorized", "invalid or missing Xet access token")
+                if segs == ["v1", "telemetry"] and m == "POST":
+                    return self._answer(200, {})
+                if len(segs) == 4 and segs[:2] == ["v1", "chunks"] and m == "GET":
+                    return self._error(404, "NotFound", "chunk not tracked by global deduplication")
+                if len(segs) == 4 and segs[:2] == ["v1", "xorb-grants"] and m == "POST":
+                    xorb = segs[3]
+                    if xorb in hub.xorbs:
+                        return self._answer(200, {"was_inserted": False})
+                    request = json.loads(r.body)
+                    checksum = request.get("checksum") or {}
+                    if checksum.get("algo") != "crc64nvme":
+                        return self._error(400, "BadRequest", f"unsupported checksum {checksum.get('algo')}")
+                    grant_id = secrets.token_hex(8)
+                    hub.grants[grant_id] = Grant(xorb, int(request["length"]), int(checksum["value"]))
+                    return self._answer(201, {
+                        "id": grant_id, "method": "PUT", "url": f"{hub.endpoint}/xet-upload/{grant_id}",
+                        "headers": {"Content-Type": "application/octet-stream"},
+                    })
+                if len(segs) == 6 and segs[:2] == ["v1", "xorb-commits"] and segs[4] == "grant" and m == "POST":
+                    grant = hub.grants.get(segs[5])
+                    if grant is None or grant.xorb != segs[3] or grant.data is None:
+                        return self._error(404, "NotFound", "no data was uploaded for this grant")
+                    return self._store_xorb(segs[3], grant.data)
+                if len(segs) == 4 and segs[:2] == ["v1", "xorbs"] and m == "POST":
+                    return self._store_xorb(segs[3], r.body)
+                if segs in (["v1", "shards"], ["v2", "shards"]) and m == "POST":
+                    return self._shard(r.body, ndjson=segs[0] == "v2")
+                if len(segs) == 3 and segs[:2] == ["v1", "reconstructions"] and m == "GET":
+                    return self._reconstruction(segs[2])
+                return self._error(404, "NotFound", f"stub CAS: no route for {m} /{'/'.join(segs)}")
+
+            def _grant_upload(self, grant_id: str, r: Recorded) -> None:
+                grant = hub.grants.get(grant_id)
+                if grant is None:
+                    return self._error(403, "Forbidden", "unknown or expired grant")
+                if len(r.body) != grant.length or crc64_nvme(r.body) != grant.crc:
+                    return self._error(400, "BadRequest", "body does not match the grant's length and checksum")
+                grant.data = r.body
+                return self._answer(200, b"")
+
+            def _store_xorb(self, xorb: str, data: bytes) -> None:
+                try:
+                    xorb_chunks(data)
+                except (XetFormatError, IndexError, ValueError) as err:
+                    return self._error(400, "BadRequest", f"xorb {xorb} is not a valid xorb: {err}")
+                inserted = xorb not in hub.xorbs
+                hub.xorbs[xorb] = data
+                return self._answer(200, {"was_inserted": inserted})
+
+            def _shard(self, shard: bytes, ndjson: bool) -> None:
+                try:
+                    files = shard_files(shard)
+                    rebuilt = [(f, rebuild_file(f, hub.xorbs)) for f in files]
+                except (XetFormatError, IndexError, ValueError) as err:
+                    if not ndjson:
+                        return self._error(400, "BadRequest", f"invalid shard: {err}")
+                    frames = [{"type": "error", "message": f"invalid shard: {err}", "retryable": False}]
+                else:
+                    for f, data in rebuilt:
+                        sha256 = f.sha256 or hashlib.sha256(data).hexdigest()
+                        hub.lfs_store[sha256] = data
+                        hub.xet_files[sha256] = f.file_hash
+                        hub.xet_terms[f.file_hash] = f.terms
+                    if not ndjson:
+                        return self._answer(200, {"result": 1})
+                    frames = [{"type": "validating", "verified": len(files), "total": len(files)}, {"type": "result"}]
+                body = b"".join(json.dumps(f).encode() + b"\n" for f in frames)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _reconstruction(self, file_hash: str) -> None:
+                """The xorb chunk ranges that hold bytes [a, b] of a file (v1 API; the client
+                asks v2 first and falls back on the 404)."""
+                terms = hub.xet_terms.get(file_hash)
+                if terms is None:
+                    return self._error(404, "NotFound", f"file {file_hash} not found")
+                total = sum(t.size for t in terms)
+                match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or "")
+                first, last = (int(match.group(1)), int(match.group(2))) if match else (0, total - 1)
+                if first >= total:
+                    return self._error(416, "RangeNotSatisfiable", f"range starts past the file's {total} bytes")
+                picked: list[list[Any]] = []  # [term index, xorb, chunk start, chunk end, bytes]
+                offset = None
+                pos = 0
+                for k, t in enumerate(terms):
+                    chunks = xorb_chunks(hub.xorbs[t.xorb])
+                    for index in range(t.start, t.end):
+                        size = len(chunks[index].data)
+                        lo, pos = pos, pos + size
+                        if pos <= first or lo > last:
+                            continue
+                        if offset is None:
+                            offset = first - lo
+                        if picked and picked[-1][0] == k and picked[-1][3] == index:
+                            picked[-1][3] += 1
+                            picked[-1][4] += size
+                        else:
+                            picked.append([k, t.xorb, index, index + 1, size])
+                fetch: dict[str, list[dict[str, Any]]] = {}
+                for _k, xorb, lo_chunk, hi_chunk, _size in picked:
+                    chunks = xorb_chunks(hub.xorbs[xorb])
+                    item = {
+                        "range": {"start": lo_chunk, "end": hi_chunk},
+                        "url": f"{hub.endpoint}/xet-xorbs/{xorb}",
+                        "url_range": {"start": chunks[lo_chunk].offset, "end": chunks[hi_chunk - 1].end - 1},
+                    }
+                    if item not in fetch.setdefault(xorb, []):
+                        fetch[xorb].append(item)
+                return self._answer(200, {
+                    "offset_into_first_range": offset or 0,
+                    "terms": [{"hash": x, "unpacked_length": n, "range": {"start": a, "end": b}} for _k, x, a, b, n in picked],
+                    "fetch_info": fetch,
+                })
+
+            def _xorb_range(self, xorb: str) -> None:
+                data = hub.xorbs.get(xorb)
+                if data is None:
+                    return self._error(404, "NotFound", f"xorb {xorb} not found")
+                match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range") or "")
+                if not match:
+                    return self._answer(200, data)
+                start, end = int(match.group(1)), int(match.group(2))
+                return self._answer(206, data[start : end + 1], {"Content-Range": f"bytes {start}-{end}/{len(data)}"})
 
         return Handler
 
