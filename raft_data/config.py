@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from raft_data.errors import RaftDataError
 from schemas import config_files
+from schemas.teacher_context import TEACHER_TEMPLATE, TeacherFormat
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
@@ -36,12 +37,8 @@ JUDGE_TEMPLATE = (
     "### Reference answer:\n{answer}\n\n### Candidate answer:\n{candidate}\n\n"
     "Reply with one line of the form 'Score: N'."
 )
-# Stage 2's teacher prompt (paper's template); used here to measure context length.
-TEACHER_TEMPLATE = (
-    "Background reference knowledge: {reference}\n"
-    "Answer the question based on the reference knowledge: {question}\n"
-    "Answer: "
-)
+# Stage 2's teacher template (TEACHER_TEMPLATE) is imported from `schemas`: one definition
+# for both stages; stage 1 renders it with `schemas.teacher_context_ids` to measure it.
 
 
 class _Strict(BaseModel):
@@ -160,9 +157,18 @@ class FusionConfig(_Strict):
 
 
 class TeacherContextConfig(_Strict):
-    """Stage 2 feeds the teacher reference + question + trajectory: flag rows that won't fit."""
+    """Stage 2 feeds the teacher reference + question + trajectory: flag rows that won't fit.
+
+    `template` and `format` must match stage 2's `teacher.template` / `teacher.format`:
+    the count is `schemas.teacher_context_ids`, the very ids stage 2 builds.
+    """
 
     template: str = TEACHER_TEMPLATE
+    format: TeacherFormat = Field(
+        default="chat",
+        description="chat: the template text as the user turn of the chat template (stage 2's "
+        "default); plain: the text as is",
+    )
     max_tokens: int = Field(default=2048, ge=16)
     trajectory_tokens: int = Field(default=256, ge=0, description="room kept for the sampled answer")
 

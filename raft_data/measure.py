@@ -2,6 +2,7 @@
 
 - Teacher context length: stage 2 feeds the teacher reference + question + trajectory,
   long by construction; rows that will not fit are flagged here, never truncated later.
+  The count uses the shared `schemas.teacher_context_ids`, so it is stage 2's context.
 - Supervision-compatibility gap (METHOD.md "the problem", cause 1): the original model's
   mean per-token NLL on gold vs final answers; refinement should lower it.
 """
@@ -15,14 +16,19 @@ from raft_data.cache import CallCache
 from raft_data.calls import nll_cached
 from raft_data.config import TeacherContextConfig
 from schemas.manifest import StageTiming
+from schemas.teacher_context import teacher_context_ids
 
 
 def teacher_context_tokens(
     tokenizer: Any, question: str, final_answer: str, cfg: TeacherContextConfig
 ) -> tuple[int, bool, str | None]:
-    """(tokens incl. room for the trajectory, over the limit?, reason)."""
-    prompt = cfg.template.format(reference=final_answer, question=question)
-    tokens = len(render_chat(tokenizer, prompt)) + cfg.trajectory_tokens
+    """(tokens incl. room for the trajectory, over the limit?, reason).
+
+    The context is `schemas.teacher_context_ids`, the ids stage 2 builds for the same
+    template and format, so a row flagged here is one stage 2 could not fit.
+    """
+    ids = teacher_context_ids(tokenizer, question, final_answer, cfg.template, cfg.format)
+    tokens = len(ids) + cfg.trajectory_tokens
     if tokens > cfg.max_tokens:
         return tokens, True, (
             f"teacher context {tokens} tokens (incl. {cfg.trajectory_tokens} for the trajectory) "

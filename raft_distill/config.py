@@ -11,17 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from raft_distill.errors import DistillError
 from schemas import config_files
-
-PAPER_TEACHER_TEMPLATE = (
-    "Background reference knowledge: {reference}\n"
-    "Answer the question based on the reference knowledge: {question}\n"
-    "Answer: "
-)
-
+from schemas.teacher_context import TEACHER_TEMPLATE, TeacherFormat
 
 _ALL_DECISIONS: tuple[Literal["accepted", "fallback"], ...] = ("accepted", "fallback")
 
@@ -84,16 +85,22 @@ class RolloutConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    """How the teacher sees z: with y^ as privileged context (raft) or plain (on-policy)."""
+    """How the teacher sees z: with y^ as privileged context (raft) or x alone (on-policy).
+
+    The context ids come from `schemas.teacher_context_ids` (stage 1 measures the same
+    ones); in on-policy mode the teacher reads the student's own prompt instead.
+    """
 
     template: str = Field(
-        default=PAPER_TEACHER_TEMPLATE,
-        description="paper's template; must contain {reference} and {question}; z follows",
+        default=TEACHER_TEMPLATE,
+        description="paper's template; must contain {reference} and {question}; z follows "
+        "(trailing whitespace is stripped: no orphan whitespace token before z)",
     )
-    prompt_format: Literal["plain", "chat"] = Field(
-        default="plain",
-        description="plain: the template text as is (paper); chat: wrapped as a user turn of "
-        "the tokenizer's chat template (this project's option, paper silent)",
+    format: TeacherFormat = Field(
+        default="chat",
+        description="chat: the template text as the user turn of the chat template, then the "
+        "assistant header, as the student samples z (paper silent; SDFT/OPSD/TRL do this); "
+        "plain: the text as is (the paper's layout)",
     )
     max_context_tokens: int = Field(
         default=2048, gt=0, description="teacher context (template with y^ and x) token limit"
@@ -105,6 +112,13 @@ class TeacherConfig(_Strict):
         for name in ("{reference}", "{question}"):
             if name not in value:
                 raise ValueError(f"teacher template must contain {name}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "prompt_format" in value:
+            raise ValueError("'prompt_format' was renamed 'format' (chat | plain; default chat)")
         return value
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 from raft_distill.config import DataConfig, LossConfig, TeacherConfig
 from raft_distill.errors import DistillError
-from schemas import RefinedRecord, read_manifest, read_records, shard_paths
+from schemas import RefinedRecord, read_manifest, read_records, shard_paths, teacher_context_ids
 from schemas.hub_dataset import looks_like_repo_id, resolve_dataset
 
-FALLBACK_PROMPT = "Question: {question}\nAnswer: "
+# the student's prompt when its tokenizer has no chat template; no trailing space, so no
+# orphan whitespace token precedes z (see schemas.teacher_context)
+FALLBACK_PROMPT = "Question: {question}\nAnswer:"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class Example:
 
     prompt_ids: the student's prompt for x (chat template, question only).
     target_ids: the SFT target (y^ or y) followed by eos.
-    teacher_ids: the teacher's context before z (template with y^ and x, or x alone).
+    teacher_ids: the teacher's context before z: `schemas.teacher_context_ids` (template
+        with y^ and x; chat or plain), or the student's prompt_ids in on-policy mode.
     """
 
     id: str
@@ -84,20 +87,15 @@ def student_prompt_text(tokenizer: Any, question: str) -> str:
     return FALLBACK_PROMPT.format(question=question)
 
 
-def teacher_context_text(
-    tokenizer: Any, teacher: TeacherConfig, mode: str, question: str, reference: str
-) -> str:
-    """The teacher's context before z: METHOD.md step 2 template (raft) or plain x (on-policy)."""
-    if mode == "on-policy":
-        return student_prompt_text(tokenizer, question)
-    text = teacher.template.format(reference=reference, question=question)
-    if teacher.prompt_format == "chat" and getattr(tokenizer, "chat_template", None):
-        return str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-            )
-        )
-    return text
+def teacher_context(
+    tokenizer: Any, teacher: TeacherConfig, question: str, reference: str
+) -> list[int]:
+    """The answer-conditioned teacher context before z (METHOD.md step 2), as token ids.
+
+    `schemas.teacher_context_ids`: the same ids stage 1 measured. In on-policy mode the
+    caller uses the student's prompt ids instead.
+    """
+    return teacher_context_ids(tokenizer, question, reference, teacher.template, teacher.format)
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -137,13 +135,12 @@ def build_dataset(
     target_field = "final_answer" if loss.sft_target == "fused" else "gold_answer"
     prompts = _encode(tokenizer, [student_prompt_text(tokenizer, r["question"]) for r in kept])
     targets = _encode(tokenizer, [r[target_field] for r in kept])
-    contexts = _encode(
-        tokenizer,
-        [
-            teacher_context_text(tokenizer, teacher, loss.mode, r["question"], r["final_answer"])
-            for r in kept
-        ],
-    )
+    if loss.mode == "on-policy":  # the teacher reads the student's own prompt
+        contexts = [list(p) for p in prompts]
+    else:
+        contexts = [
+            teacher_context(tokenizer, teacher, r["question"], r["final_answer"]) for r in kept
+        ]
     train: list[Example] = []
     evals: list[Example] = []
     limits = (

@@ -11,21 +11,33 @@ from schemas.parquet_io import (
     write_records,
 )
 from schemas.records import RefinedRecord, RejectedRecord, SourceRecord, row_id
+from schemas.teacher_context import (
+    TEACHER_FORMATS,
+    TEACHER_TEMPLATE,
+    TeacherFormat,
+    teacher_context_ids,
+    teacher_context_text,
+)
 
 __all__ = [
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
+    "TEACHER_FORMATS",
+    "TEACHER_TEMPLATE",
     "Manifest",
     "RefinedRecord",
     "RejectedRecord",
     "SchemaError",
     "SourceRecord",
+    "TeacherFormat",
     "arrow_schema",
     "check_file_schema",
     "read_manifest",
     "read_records",
     "row_id",
     "shard_paths",
+    "teacher_context_ids",
+    "teacher_context_text",
     "write_manifest",
     "write_records",
 ]

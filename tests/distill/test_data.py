@@ -74,10 +74,21 @@ def test_build_dataset_tokens_skips_and_split(tmp_path: Path, smollm2_dir: Path)
     assert ex.target_ids[-1] == tok.eos_token_id
     assert tok.decode(ex.target_ids[:-1]) == QA[0][1]
     assert "<|im_start|>user\n" + QA[0][0] in tok.decode(ex.prompt_ids)
-    assert tok.decode(ex.teacher_ids) == (
+    paper_text = (
         f"Background reference knowledge: {QA[0][1]}\n"
-        f"Answer the question based on the reference knowledge: {QA[0][0]}\nAnswer: "
+        f"Answer the question based on the reference knowledge: {QA[0][0]}\nAnswer:"
     )
+    # default: the paper's text as the user turn of the chat template, then the assistant
+    # header, the boundary the student samples z after
+    assert tok.decode(ex.teacher_ids) == (
+        f"<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        f"Face<|im_end|>\n<|im_start|>user\n{paper_text}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert tok.decode(ex.prompt_ids).endswith("<|im_start|>assistant\n")
+    # plain: the text as is, ending without the trailing space that left an orphan "Ġ"
+    plain = cfg.teacher.model_copy(update={"format": "plain"})
+    ds_plain = build_dataset(rows, tok, cfg.data, cfg.loss, plain)
+    assert tok.decode(ds_plain.train[0].teacher_ids) == paper_text
     only_accepted = cfg.data.model_copy(update={"use_decisions": ["accepted"]})
     ds2 = build_dataset(rows, tok, only_accepted, cfg.loss, cfg.teacher)
     assert ds2.skipped["decision_fallback"] == 1
