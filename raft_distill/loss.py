@@ -11,16 +11,44 @@ Full-vocabulary logits are never kept for more than `chunk` positions at a time:
 - the student's K logits are h . W[ids]^T (`gathered_logits`), a custom autograd function
   that saves only h and the ids, and re-gathers W rows chunk by chunk in backward;
 - the SFT cross-entropy recomputes each chunk's logits in backward (`chunked_ce_sum`).
+All three add the head's bias (if any) and apply the model's own post-processing
+(`LogitPost`: a logit scale, final-logit soft-capping), so their logits are the model's
+(METHOD.md step 2, implementation note; `head.py` reads both from the model).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class LogitPost:
+    """What a model does to h . W^T (+ bias) before returning logits: scale, then soft-cap.
+
+    scale: Cohere's `logit_scale` (x s), Granite's `logits_scaling` (x 1/s);
+    softcap: Gemma-2/3's `final_logit_softcapping` c, logits -> c * tanh(logits / c).
+    Both are monotonic, so the top-K ids of the raw and post-processed logits agree, but
+    the values (and so q, p and the KL) do not. The default is the identity (Llama heads).
+    """
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+IDENTITY = LogitPost()
 
 
 def topk_forward_kl(teacher_topk: Tensor, student_topk: Tensor, temperature: float) -> Tensor:
@@ -68,13 +96,28 @@ def sft_token_ce_sum(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
     return (ce * mask.reshape(-1).to(ce.dtype)).sum()
 
 
-def _ce_chunk(hidden: Tensor, weight: Tensor, targets: Tensor) -> Tensor:
+def _full_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, post: LogitPost) -> Tensor:
     logits = hidden.float() @ weight.float().t()
-    return F.cross_entropy(logits, targets, reduction="sum")
+    if bias is not None:
+        logits = logits + bias.float()
+    return post(logits)
 
 
-def chunked_ce_sum(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int) -> Tensor:
-    """Sum of token CE of `targets` [N] under logits hidden [N, H] @ weight [V, H]^T.
+def _ce_chunk(
+    hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, post: LogitPost
+) -> Tensor:
+    return F.cross_entropy(_full_logits(hidden, weight, bias, post), targets, reduction="sum")
+
+
+def chunked_ce_sum(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    chunk: int,
+    bias: Tensor | None = None,
+    post: LogitPost = IDENTITY,
+) -> Tensor:
+    """Sum of token CE of `targets` [N] under logits post(hidden [N, H] @ weight [V, H]^T + bias).
 
     Each chunk's [chunk, V] logits are recomputed in backward (activation checkpointing),
     so at most one chunk of full-vocab logits is alive at a time.
@@ -84,7 +127,13 @@ def chunked_ce_sum(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int) 
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
             part = checkpoint(
-                _ce_chunk, hidden[start:end], weight, targets[start:end], use_reentrant=False
+                _ce_chunk,
+                hidden[start:end],
+                weight,
+                bias,
+                targets[start:end],
+                post,
+                use_reentrant=False,
             )
             total = total + part
     return total
@@ -92,9 +141,16 @@ def chunked_ce_sum(hidden: Tensor, weight: Tensor, targets: Tensor, chunk: int) 
 
 @torch.no_grad()
 def chunked_topk(
-    hidden: Tensor, weight: Tensor, k: int, chunk: int
+    hidden: Tensor,
+    weight: Tensor,
+    k: int,
+    chunk: int,
+    bias: Tensor | None = None,
+    post: LogitPost = IDENTITY,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Teacher top-K logits, their ids and the full-vocab logsumexp, chunk by chunk.
+
+    Logits are post(hidden @ weight^T + bias): the model's own (see `LogitPost`).
 
     Returns (values [N, K] float32, ids [N, K] int64, logsumexp [N] float32). The
     logsumexp gives the teacher's top-K probability mass exp(lse(u_K) - lse(u)).
@@ -103,7 +159,7 @@ def chunked_topk(
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         w = weight.float()
         for start in range(0, hidden.shape[0], chunk):
-            logits = hidden[start : start + chunk].float() @ w.t()
+            logits = _full_logits(hidden[start : start + chunk], w, bias, post)
             top = torch.topk(logits, k=min(k, logits.shape[-1]), dim=-1)
             values.append(top.values)
             ids.append(top.indices)
@@ -169,12 +225,21 @@ class _GatheredLogits(torch.autograd.Function):
         )
 
 
-def gathered_logits(hidden: Tensor, weight: Tensor, ids: Tensor, chunk: int = 64) -> Tensor:
-    """Student logits at the teacher's K ids: v_K = h . W[ids]^T, in float32.
+def gathered_logits(
+    hidden: Tensor,
+    weight: Tensor,
+    ids: Tensor,
+    chunk: int = 64,
+    bias: Tensor | None = None,
+    post: LogitPost = IDENTITY,
+) -> Tensor:
+    """Student logits at the teacher's K ids: v_K = post(h . W[ids]^T + b[ids]), in float32.
 
-    Equals `(hidden @ weight.T).gather(-1, ids)` (tested) at K/V of the matmul cost and
-    without materialising the [N, V] logits.
+    Equals `post(hidden @ weight.T + bias).gather(-1, ids)` (tested) at K/V of the matmul
+    cost and without materialising the [N, V] logits; bias and post act on [N, K] only.
     """
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         out: Tensor = _GatheredLogits.apply(hidden, weight, ids, chunk)
-    return out
+        if bias is not None:
+            out = out + bias.float()[ids]
+        return post(out)

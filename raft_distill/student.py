@@ -6,6 +6,8 @@ during a wrapped forward):
 - kind="kl": the student's logits v_K at the teacher's top-K ids for every z position,
   as h . W[ids]^T (`loss.gathered_logits`);
 - kind="sft": the summed token cross-entropy of the SFT target (`loss.chunked_ce_sum`).
+Both add lm_head's bias and apply the model's own logit post-processing (`head.py`), so
+they are the logits the model's forward would return.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from raft_distill.head import backbone, head_bias, logit_post
 from raft_distill.loss import chunked_ce_sum, gathered_logits
-from raft_distill.teacher import backbone
 
 
 class StudentScorer(nn.Module):
@@ -24,6 +26,7 @@ class StudentScorer(nn.Module):
         super().__init__()
         self.lm = lm
         self.chunk = chunk
+        self.post = logit_post(lm.config)  # the model's own scale / soft-cap after lm_head
         # FSDP's transformer auto-wrap reads the layer classes to shard from the root module
         self._no_split_modules = getattr(lm, "_no_split_modules", None)
 
@@ -42,12 +45,13 @@ class StudentScorer(nn.Module):
         ).last_hidden_state
         h = hidden[batch_index, position_index]
         weight = self.lm.get_output_embeddings().weight
+        bias = head_bias(self.lm)
         if kind == "sft":
             assert targets is not None
-            return chunked_ce_sum(h, weight, targets, self.chunk)
+            return chunked_ce_sum(h, weight, targets, self.chunk, bias, self.post)
         if kind == "kl":
             assert topk_ids is not None
-            return gathered_logits(h, weight, topk_ids, self.chunk)
+            return gathered_logits(h, weight, topk_ids, self.chunk, bias, self.post)
         raise ValueError(f"unknown kind {kind!r}")
 
 

@@ -3,7 +3,8 @@
 The frozen original model reads its context (the answer-conditioned template with y^ and
 x, or x alone in on-policy mode) followed by z, and for each position of z keeps only its
 top-K logits, their ids and the full-vocab logsumexp. lm_head runs on trajectory positions
-only, in chunks, so the [batch, length, vocab] logits tensor never exists.
+only, in chunks, so the [batch, length, vocab] logits tensor never exists; its bias and the
+model's logit post-processing are applied as the model's forward does (`head.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from raft_distill.head import backbone, head_bias, logit_post
 from raft_distill.loss import chunked_topk
 
 
@@ -58,11 +60,6 @@ def pack(contexts: list[list[int]], continuations: list[list[int]], pad_id: int)
     )
 
 
-def backbone(model: Any) -> Any:
-    """The transformer body of a causal LM (final norm included, no lm_head)."""
-    return getattr(model, model.base_model_prefix)
-
-
 @dataclass
 class TeacherScores:
     topk_values: Tensor  # [N, K] float32 teacher logits u_K
@@ -79,7 +76,7 @@ def score(
     device: torch.device,
     autocast: bool = False,
 ) -> TeacherScores:
-    """Teacher top-K logits at every trajectory position of a packed micro-batch."""
+    """Teacher top-K logits (the model's own: bias, scale, soft-cap) at every z position."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         hidden = backbone(model)(
             input_ids=packed.input_ids.to(device),
@@ -88,5 +85,6 @@ def score(
         ).last_hidden_state
     h = hidden[packed.batch_index.to(device), packed.position_index.to(device)]
     weight = model.get_output_embeddings().weight
-    values, ids, lse = chunked_topk(h, weight, top_k, chunk)
+    post = logit_post(model.config)
+    values, ids, lse = chunked_topk(h, weight, top_k, chunk, head_bias(model), post)
     return TeacherScores(values, ids, lse)

@@ -39,6 +39,7 @@ from raft_distill.balance import EmaBalance, FixedBalance
 from raft_distill.config import FitConfig
 from raft_distill.data import Dataset, Example, build_dataset, load_rows, step_indices
 from raft_distill.errors import DistillError
+from raft_distill.head import check_head
 from raft_distill.loss import kl_sequence_sum, topk_forward_kl, topk_mass
 from raft_distill.student import StudentScorer, autocast_supported
 
@@ -89,7 +90,11 @@ def _resolve(name: str) -> Path:
 
 
 def load_models(cfg: FitConfig) -> tuple[Any, Any, Any]:
-    """Tokenizer, student LM and (unless sft mode) the frozen teacher; checks shared vocab."""
+    """Tokenizer, student LM and (unless sft mode) the frozen teacher.
+
+    Checks the shared vocabulary, and that each model's logits are what `head.py` computes
+    (its bias and logit post-processing), refusing a model whose head does more.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     student_path = _resolve(cfg.model.student)
@@ -97,6 +102,7 @@ def load_models(cfg: FitConfig) -> tuple[Any, Any, Any]:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     student = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32)
+    check_head(student, cfg.model.student)
     teacher_model = None
     if cfg.loss.mode != "sft":
         teacher_path = _resolve(cfg.teacher_name)
@@ -110,6 +116,7 @@ def load_models(cfg: FitConfig) -> tuple[Any, Any, Any]:
         teacher_model = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32)
         teacher_model.requires_grad_(False)
         teacher_model.eval()
+        check_head(teacher_model, cfg.teacher_name)
         t_vocab = teacher_model.get_output_embeddings().weight.shape[0]
         s_vocab = student.get_output_embeddings().weight.shape[0]
         if t_vocab != s_vocab:
