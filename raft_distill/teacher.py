@@ -5,6 +5,10 @@ x, or x alone in on-policy mode) followed by z, and for each position of z keeps
 top-K logits, their ids and the full-vocab logsumexp. lm_head runs on trajectory positions
 only, in chunks, so the [batch, length, vocab] logits tensor never exists; its bias and the
 model's logit post-processing are applied as the model's forward does (`head.py`).
+
+z's t-th token is predicted by the hidden state at context length - 1 + t (`pack`), the
+position before it; tests/distill/test_teacher_context.py pins this against a plain
+forward of the whole sequence.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ class Packed:
     """Right-padded sequences context + z, and where each z token is predicted from.
 
     batch_index/position_index: the N positions whose hidden state predicts a z token
-    (sequence order, then token order); weight: 1/L_i at each of them (METHOD.md step 3).
+    (sequence order, then token order); weight: 1/L_i at each of them (METHOD.md step 3);
+    first: True where the position predicts z's first token (the context boundary).
     """
 
     input_ids: Tensor
@@ -33,6 +38,7 @@ class Packed:
     position_index: Tensor
     targets: Tensor
     weight: Tensor
+    first: Tensor
 
 
 def pack(contexts: list[list[int]], continuations: list[list[int]], pad_id: int) -> Packed:
@@ -41,7 +47,7 @@ def pack(contexts: list[list[int]], continuations: list[list[int]], pad_id: int)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    b_idx, p_idx, targets, weight = [], [], [], []
+    b_idx, p_idx, targets, weight, first = [], [], [], [], []
     for i, (c, z) in enumerate(zip(contexts, continuations, strict=True)):
         ids[i, : len(c) + len(z)] = torch.tensor(c + z, dtype=torch.long)
         mask[i, : len(c) + len(z)] = 1
@@ -50,6 +56,7 @@ def pack(contexts: list[list[int]], continuations: list[list[int]], pad_id: int)
             p_idx.append(len(c) - 1 + t)
             targets.append(tok)
             weight.append(1.0 / len(z))
+            first.append(t == 0)
     return Packed(
         ids,
         mask,
@@ -57,6 +64,7 @@ def pack(contexts: list[list[int]], continuations: list[list[int]], pad_id: int)
         torch.tensor(p_idx, dtype=torch.long),
         torch.tensor(targets, dtype=torch.long),
         torch.tensor(weight, dtype=torch.float32),
+        torch.tensor(first, dtype=torch.bool),
     )
 
 

@@ -415,12 +415,15 @@ class Trainer:
                 )
         sft_tokens_local = sum(len(e.target_ids) for e in examples) if use_sft else 0
         traj_tokens_local = sum(len(z) for z in trajectories)
-        n_seq, n_tok, traj_tok, eos_end = self._reduce(
+        max_new = cfg.rollout.max_new_tokens  # z cut there, not by eos: a truncated answer
+        n_cut_local = sum(1 for z in trajectories if len(z) >= max_new and z[-1] not in self.eos_ids)
+        n_seq, n_tok, traj_tok, eos_end, n_cut = self._reduce(
             [
                 float(len(examples)) if use_kl else 0.0,
                 float(sft_tokens_local),
                 float(traj_tokens_local),
                 float(sum(1 for z in trajectories if z and z[-1] in self.eos_ids)),
+                float(n_cut_local),
             ]
         )
 
@@ -447,6 +450,8 @@ class Trainer:
 
         kl_sum = mass_sum = 0.0
         positions = 0
+        kl_first = kl_rest = 0.0  # per-position KL at z's first token vs the others (no T^2)
+        n_first = 0
         if use_kl:
             kl_weight = self.balance.lam if (mode == "raft" and not two_phase) else 1.0
             start = 0
@@ -477,10 +482,15 @@ class Trainer:
                     kl_sum += float(kl_part.detach())
                     mass_sum += float(topk_mass(scores.topk_values, scores.logsumexp).sum())
                     positions += int(kl_tok.numel())
+                    at_first = s_packed.first.to(self.device)
+                    kl_first += float(kl_tok.detach()[at_first].sum())
+                    kl_rest += float(kl_tok.detach()[~at_first].sum())
+                    n_first += int(at_first.sum())
 
-        sft_total, kl_total, mass_total, pos_total = self._reduce(
-            [sft_sum, kl_sum, mass_sum, float(positions)]
+        sft_total, kl_total, mass_total, pos_total, kl_first, kl_rest, n_first_f = self._reduce(
+            [sft_sum, kl_sum, mass_sum, float(positions), kl_first, kl_rest, float(n_first)]
         )
+        n_rest = pos_total - n_first_f
         loss_sft = sft_total / n_tok if use_sft else None
         loss_kl = kl_total / n_seq if use_kl else None
 
@@ -535,6 +545,9 @@ class Trainer:
             "trajectory_tokens": int(traj_tok),
             "mean_trajectory_len": (traj_tok / n_seq) if n_seq else None,
             "eos_fraction": (eos_end / n_seq) if n_seq else None,
+            "max_new_tokens_fraction": (n_cut / n_seq) if n_seq else None,
+            "kl_first_position": (kl_first / n_first_f) if n_first_f else None,
+            "kl_other_positions": (kl_rest / n_rest) if n_rest else None,
             "tokens_per_s": trained / elapsed if elapsed > 0 else None,
             "step_s": elapsed,
             "rollout_s": times.rollout,

@@ -72,3 +72,37 @@ def tiny_config(
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return raw
+
+
+def make_metaspace_tokenizer() -> Any:
+    """A sentencepiece-like tokenizer (BPE on Metaspace "▁" words, BOS added to plain text,
+    its own chat template), trained here on the QA rows: a second tokenizer family for the
+    tests that must hold for any tokenizer. No network."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from schemas import TEACHER_TEMPLATE
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    corpus = [TEACHER_TEMPLATE.format(reference=a, question=q) + " " + a for q, a in QA]
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>"],
+        initial_alphabet=list(string.printable) + ["▁"],
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    fast.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    return fast
