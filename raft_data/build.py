@@ -210,6 +210,8 @@ def _manifest(
             rejected=rejected,
             over_length=sum(bool(r["over_length"]) for r in rows),
             by_reason=dict(reasons),
+            answer_check=dict(Counter(r["answer_check_source"] or "unchecked" for r in rows)),
+            omissions_flagged=sum(r["decision"] == "accepted" and bool(r["missing_facts"]) for r in rows),
         ),
         timings=timings,
         compatibility_gap=CompatibilityGap(

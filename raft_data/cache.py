@@ -1,7 +1,8 @@
 """Content-addressed cache of model calls, so a killed build redoes no finished request.
 
-A key hashes everything that decides a call's output: engine-independent model id and
-revision, the exact prompt token ids, sampling parameters and seed. Results are committed
+A key hashes everything that decides a call's output: the engine and dtype, the model id
+and revision (for a local folder, a content fingerprint of its files), the exact prompt
+token ids, sampling parameters and seed, and the cache format version. Results are committed
 a whole batch at a time, so a batch is either fully cached or not at all.
 """
 
@@ -14,10 +15,23 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# Bump when what a cached value holds changes (2: generations carry their finish reason).
+CACHE_VERSION = 2
 
-def call_key(kind: str, model: str, revision: str, prompt: list[int], params: dict[str, Any]) -> str:
+
+def call_key(
+    kind: str, engine: str, model: str, revision: str, prompt: list[int], params: dict[str, Any]
+) -> str:
     payload = json.dumps(
-        {"kind": kind, "model": model, "revision": revision, "prompt": prompt, "params": params},
+        {
+            "v": CACHE_VERSION,
+            "kind": kind,
+            "engine": engine,
+            "model": model,
+            "revision": revision,
+            "prompt": prompt,
+            "params": params,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )

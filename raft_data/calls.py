@@ -31,11 +31,11 @@ def generate_cached(
     """Generate one completion per prompt, reusing cached results."""
     params: dict[str, Any] = sampling.model_dump()
     keys = [
-        call_key(kind, backend.model.model_id, backend.model.revision, p, {**params, "seed": s})
+        call_key(kind, backend.identity, backend.model.model_id, backend.model.revision, p, {**params, "seed": s})
         for p, s in zip(prompts, seeds, strict=True)
     ]
     found = cache.get_many(keys)
-    results: dict[str, Generation] = {k: Generation(v["text"], v["tokens"]) for k, v in found.items()}
+    results = {k: Generation(v["text"], v["tokens"], v.get("finish_reason")) for k, v in found.items()}
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), keys[i]))
     todo_order = [i for i in order if keys[i] not in results]
     unique: list[int] = []
@@ -55,7 +55,9 @@ def generate_cached(
             timing.seconds += time.perf_counter() - t0
             timing.generated_tokens += sum(g.tokens for g in out)
             fresh = {keys[i]: g for i, g in zip(batch, out, strict=True)}
-            cache.put_many({k: {"text": g.text, "tokens": g.tokens} for k, g in fresh.items()})
+            cache.put_many(
+                {k: {"text": g.text, "tokens": g.tokens, "finish_reason": g.finish_reason} for k, g in fresh.items()}
+            )
             results.update(fresh)
             bar.update(len(batch))
     return [results[k] for k in keys]
@@ -72,7 +74,7 @@ def nll_cached(
 ) -> list[float]:
     """Mean per-token NLL of each answer under the backend's model, cached like generations."""
     keys = [
-        call_key("nll", backend.model.model_id, backend.model.revision, p + [-1] + a, {})
+        call_key("nll", backend.identity, backend.model.model_id, backend.model.revision, p + [-1] + a, {})
         for p, a in zip(prompts, answers, strict=True)
     ]
     found = cache.get_many(keys)

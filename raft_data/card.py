@@ -88,6 +88,7 @@ def render_card(manifest: Manifest, license_id: str, language: list[str], plots:
             f"gold {gap.gold_nll_mean:.3f} -> final {gap.final_nll_mean:.3f} nats/token "
             f"(change {gap.final_nll_mean - gap.gold_nll_mean:+.3f}, {gap.rows} rows)"
         )
+    checks = ", ".join(f"{k} {v}" for k, v in sorted(c.answer_check.items())) or "none"
     images = "\n\n".join(f"![{p}]({p})" for p in plots)
     config = yaml.safe_dump(manifest.pipeline_config, sort_keys=False)
     return f"""---
@@ -97,8 +98,10 @@ def render_card(manifest: Manifest, license_id: str, language: list[str], plots:
 
 Made with RAFT stage 1 (`raft-data build`): the original model rewrote each gold answer
 in its own words while seeing it; rewrites whose meaning drifted from the gold answer
-(sentence-embedding cosine below tau, or facts lost) fell back to the gold answer; a fusion
-model merged gold and rewrite, scored by judge models. `final_answer` is what to train on.
+(sentence-embedding cosine below tau, a number, symbol, name or choice that contradicts it,
+or the row's short answer not stated) fell back to the gold answer; gold facts a kept
+rewrite merely leaves out are listed in `missing_facts`. A fusion model merged gold and
+rewrite, scored by judge models, under the same checks. `final_answer` is what to train on.
 
 Schema `{manifest.schema_name}` version {manifest.schema_version}, config hash
 `{manifest.config_hash}`, built {manifest.created_at} with raft-toolkit {manifest.tool_version}.
@@ -112,6 +115,9 @@ Schema `{manifest.schema_name}` version {manifest.schema_version}, config hash
 | reason | rows |
 |---|---|
 {reasons}
+
+Answer check (the short answer each final answer must state): {checks}. Accepted rows that
+leave out a gold fact (flagged in `missing_facts`, not fallen back): {c.omissions_flagged}.
 
 Supervision-compatibility gap (original model's NLL): {gap_line}.
 

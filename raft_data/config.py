@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raft_data.errors import RaftDataError
 from schemas import config_files
@@ -56,8 +56,19 @@ class InputConfig(_Strict):
     domain: str = "default"
     domain_field: str | None = None
     metadata_fields: list[str] = Field(default_factory=list)
+    answer_check_field: str | None = Field(
+        default=None,
+        description="column holding each row's short answer (a number, choice letter, symbol or "
+        "phrase) that rewrites and fused answers must state; kept in the row's metadata",
+    )
     on_bad_row: Literal["quarantine", "fail"] = "quarantine"
     limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _keep_check_field(self) -> InputConfig:
+        if self.answer_check_field and self.answer_check_field not in self.metadata_fields:
+            self.metadata_fields = [*self.metadata_fields, self.answer_check_field]
+        return self
 
 
 class SamplingConfig(_Strict):
@@ -107,16 +118,35 @@ class FilterConfig(_Strict):
     embed_batch_size: int = Field(default=64, ge=1)
     copy_threshold: float = Field(
         default=97.0, ge=0.0, le=100.0,
-        description="rapidfuzz ratio at or above which a rewrite is a near-verbatim copy",
+        description="rapidfuzz ratio at or above which a rewrite is a copy of gold: accepted as `copy` "
+        "when it contradicts nothing",
     )
     repetition_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0,
         description="share of repeated segments / word 4-grams above which a rewrite is degenerate",
     )
-    check_facts: bool = True
+    check_facts: bool = Field(
+        default=True,
+        description="reject rewrites whose numbers, symbols, names or choice letter contradict gold "
+        "(or appear in neither gold nor the question); record gold facts they leave out",
+    )
+    omissions: Literal["flag", "fallback"] = Field(
+        default="flag",
+        description="a gold fact missing from the rewrite: `flag` records it on the row "
+        "(missing_facts), `fallback` falls back to gold",
+    )
+    reject_truncated: bool = Field(
+        default=True,
+        description="fall back (truncated) when a rewrite or fusion was cut off at max_new_tokens",
+    )
+    check_answer: bool = Field(
+        default=True,
+        description="fall back (answer_missing) when a rewrite or fused answer does not state the "
+        "row's short answer (input.answer_check_field, else a span derived from gold)",
+    )
     fact_match_threshold: float = Field(
         default=90.0, ge=0.0, le=100.0,
-        description="rapidfuzz partial_ratio needed to find a gold name in the rewrite",
+        description="rapidfuzz ratio at which two names count as the same word (Aluminium/Aluminum)",
     )
 
 
@@ -142,7 +172,8 @@ class FusionConfig(_Strict):
     )
     refilter: bool = Field(
         default=True,
-        description="also run the step-2 checks on each fused candidate against the gold answer",
+        description="also hold each fused candidate to tau against gold; the fact, answer and truncation "
+        "checks always apply, so a fusion never replaces a rewrite with one that contradicts gold",
     )
 
     @field_validator("prompt_template")

@@ -1,9 +1,12 @@
 """Step 2: keep a rewrite only if it still says what the gold answer says.
 
-Semantic check (METHOD.md): s = cosine(phi(y), phi(y~)) >= tau, phi a sentence-embedding
-model. String checks added by this project (rapidfuzz): a near-verbatim copy adds
-nothing, a degenerate loop is not an answer, and a number or name of the gold answer that
-vanished from the rewrite is a changed fact even when the embeddings agree.
+Semantic check (METHOD.md stage 1.2): s = cosine(phi(y), phi(y~)) >= tau, phi a
+sentence-embedding model. Checks added by this project, because a cosine stays high when a
+fact changes but the topic does not (`raft_data/facts.py`): a rewrite that contradicts
+gold (a number, symbol, name or choice letter that neither gold nor the question holds)
+or does not state the row's short answer falls back; a gold fact it merely leaves out is
+recorded, not fatal. A degenerate loop, an echo of the prompt or a rewrite cut off at
+max_new_tokens is not an answer; a near-verbatim copy of gold is kept, as `copy`.
 """
 
 from __future__ import annotations
@@ -16,16 +19,10 @@ from typing import Any, Protocol, cast
 from rapidfuzz import fuzz, process, utils
 
 from raft_data.config import FilterConfig
+from raft_data.facts import Answer, contradictions, omissions, states_answer
 
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-# Capitalised only because they start a sentence; never facts on their own.
-_STOP = {
-    "a", "an", "the", "it", "in", "on", "at", "as", "is", "of", "to", "by", "for", "and",
-    "but", "or", "if", "so", "we", "he", "she", "they", "its", "yes", "no", "not", "this",
-    "that", "these", "those", "there", "here", "i", "you", "my", "our", "your",
-}
 
 
 class Embedder(Protocol):
@@ -40,6 +37,7 @@ class CheckResult:
     copy_score: float
     repetition_score: float
     missing_facts: list[str] = field(default_factory=list)
+    contradictions: list[str] = field(default_factory=list)
     passed: bool = False
     reason: str = ""
 
@@ -48,35 +46,16 @@ class CheckResult:
         return self.reason.split(":", 1)[0]
 
 
-def gold_facts(gold: str) -> list[str]:
-    """Numbers and names in the gold answer that a faithful rewrite must keep."""
-    facts: list[str] = [m.group().replace(",", "") for m in _NUMBER.finditer(gold)]
-    for sentence in _SENTENCE.split(gold):
-        words = _WORD.findall(sentence)
-        for pos, word in enumerate(words):
-            if not word[0].isupper() or word.lower() in _STOP or word.isdigit():
-                continue
-            inner_caps = any(c.isupper() or c.isdigit() for c in word[1:])
-            if pos == 0 and not (inner_caps or len(word) <= 3):
-                continue  # an ordinary word capitalised by its position
-            facts.append(word)
-    return list(dict.fromkeys(facts))
+@dataclass(frozen=True)
+class Pair:
+    """What one candidate is checked against: gold, the question, the short answer (if any),
+    and how the candidate's generation ended ("length": cut off at max_new_tokens)."""
 
-
-def missing_facts(gold: str, candidate: str, threshold: float) -> list[str]:
-    """Gold facts absent from the candidate: numbers exactly, names by fuzzy word match."""
-    numbers = {m.group().replace(",", "") for m in _NUMBER.finditer(candidate)}
-    words = _WORD.findall(candidate)
-    missing = []
-    for fact in gold_facts(gold):
-        if fact[0].isdigit() or fact[0] in "+-":
-            if fact not in numbers:
-                missing.append(fact)
-            continue
-        best = process.extractOne(fact, words, scorer=fuzz.ratio, processor=utils.default_process)
-        if best is None or best[1] < threshold:
-            missing.append(fact)
-    return missing
+    gold: str
+    candidate: str
+    question: str = ""
+    answer: Answer | None = None
+    finish_reason: str | None = None
 
 
 def repetition_score(text: str) -> float:
@@ -110,26 +89,35 @@ def echoed_line(candidate: str, lines: list[str]) -> str | None:
     return None
 
 
-def decide(
-    gold: str, candidate: str, similarity: float, cfg: FilterConfig, template: str | None = None
-) -> CheckResult:
+def decide(pair: Pair, similarity: float, cfg: FilterConfig, template: str | None = None) -> CheckResult:
     """The verdict for one pair; the first failing check names the reason."""
+    gold, candidate = pair.gold, pair.candidate
     copy = float(fuzz.ratio(gold, candidate, processor=utils.default_process))
     rep = repetition_score(candidate)
-    missing = missing_facts(gold, candidate, cfg.fact_match_threshold) if cfg.check_facts else []
-    result = CheckResult(similarity, copy, rep, missing)
+    facts = cfg.check_facts
+    missing = omissions(gold, candidate, cfg.fact_match_threshold) if facts else []
+    wrong = contradictions(gold, pair.question, candidate, cfg.fact_match_threshold) if facts else []
+    result = CheckResult(similarity, copy, rep, missing, wrong)
     echo = echoed_line(candidate, template_lines(template)) if template else None
+    answer = pair.answer if cfg.check_answer else None
     if not candidate.strip():
         result.reason = "empty_rewrite"
+    elif pair.finish_reason == "length" and cfg.reject_truncated:
+        result.reason = "truncated: cut off at max_new_tokens"
     elif echo is not None:
         result.reason = f"prompt_echo: {echo[:60]!r}"
     elif rep > cfg.repetition_threshold:
         result.reason = f"degenerate_repetition: {rep:.2f} > {cfg.repetition_threshold:.2f}"
+    elif wrong:
+        result.reason = "contradiction: " + ", ".join(wrong)
+    elif answer is not None and not states_answer(candidate, answer, pair.question, cfg.fact_match_threshold):
+        result.reason = f"answer_missing: {answer.value!r} ({answer.kind}, from {answer.source})"
     elif copy >= cfg.copy_threshold:
-        result.reason = f"near_verbatim_copy: ratio {copy:.1f} >= {cfg.copy_threshold:.1f}"
+        result.passed = True
+        result.reason = f"copy: ratio {copy:.1f} >= {cfg.copy_threshold:.1f}"
     elif similarity < cfg.tau:
         result.reason = f"low_similarity: {similarity:.3f} < tau {cfg.tau:.2f}"
-    elif missing:
+    elif missing and cfg.omissions == "fallback":
         result.reason = "missing_facts: " + ", ".join(missing)
     else:
         result.passed = True
@@ -150,15 +138,11 @@ def cosine_pairs(embedder: Embedder, golds: list[str], candidates: list[str], ba
 
 
 def check_pairs(
-    embedder: Embedder,
-    golds: list[str],
-    candidates: list[str],
-    cfg: FilterConfig,
-    template: str | None = None,
+    embedder: Embedder, pairs: list[Pair], cfg: FilterConfig, template: str | None = None
 ) -> list[CheckResult]:
     """All checks for aligned pairs; `template` is the prompt that produced the candidates."""
-    sims = cosine_pairs(embedder, golds, candidates, cfg.embed_batch_size)
-    return [decide(g, c, s, cfg, template) for g, c, s in zip(golds, candidates, sims, strict=True)]
+    sims = cosine_pairs(embedder, [p.gold for p in pairs], [p.candidate for p in pairs], cfg.embed_batch_size)
+    return [decide(p, s, cfg, template) for p, s in zip(pairs, sims, strict=True)]
 
 
 def load_embedder(name: str, device: str | None = None) -> Embedder:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from raft_data.backends import Backend, render_chat
+from raft_data.backends import Backend, Generation, render_chat
 from raft_data.cache import CallCache
 from raft_data.calls import generate_cached
 from raft_data.config import FusionConfig
@@ -24,7 +24,8 @@ from schemas.records import SourceRecord
 _SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?", re.IGNORECASE)
 _BARE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+))?\s*\.?\s*$")
 
-Checker = Callable[[list[str], list[str]], list[CheckResult]]
+# (rows, candidate generations) -> one check per candidate against its row's gold answer
+Checker = Callable[[list[SourceRecord], list[Generation]], list[CheckResult]]
 
 
 def parse_score(text: str, lo: float, hi: float) -> float | None:
@@ -89,7 +90,7 @@ def fuse(
             fusion_backend, cache, "fuse", prompts, cfg.sampling, seeds, timings["fuse"], f"fuse r{rnd + 1}"
         )
         texts = [g.text for g in outs]
-        checks = check([records[i].gold_answer for i in active], texts) if check else None
+        checks = check([records[i] for i in active], outs) if check else None
         per_judge: list[list[float | None]] = []
         for judge in judges:
             prefill = list(judge.tokenizer(cfg.judge_prefill, add_special_tokens=False)["input_ids"])

@@ -5,13 +5,15 @@ Pure over its inputs apart from the model calls it is handed; `build.py` does th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from raft_data.backends import Backend
+from raft_data.backends import Backend, Generation
 from raft_data.cache import CallCache
 from raft_data.config import PipelineConfig
-from raft_data.filter import CheckResult, Embedder, check_pairs
+from raft_data.facts import Answer, derive_answer, parse_answer
+from raft_data.filter import CheckResult, Embedder, Pair, check_pairs
 from raft_data.fuse import fuse
 from raft_data.measure import answer_nlls, teacher_context_tokens
 from raft_data.rewrite import rewrite
@@ -36,6 +38,21 @@ def _choose(checks: list[CheckResult]) -> int:
     return max(pool, key=lambda j: (checks[j].similarity, -j))
 
 
+def row_answer(record: SourceRecord, cfg: PipelineConfig) -> Answer | None:
+    """The short answer a row's rewrite must state: its answer-check column when set and
+    non-empty, else a span read off the gold answer, else None (not checkable)."""
+    field = cfg.input.answer_check_field
+    if field:
+        value = json.loads(record.metadata).get(field)
+        if value is not None and str(value).strip():
+            return parse_answer(str(value), record.question, "column")
+    return derive_answer(record.gold_answer, record.question)
+
+
+def _pair(record: SourceRecord, answer: Answer | None, gen: Generation) -> Pair:
+    return Pair(record.gold_answer, gen.text, record.question, answer, gen.finish_reason)
+
+
 def refine_shard(
     records: list[SourceRecord],
     models: Models,
@@ -45,12 +62,15 @@ def refine_shard(
 ) -> list[RefinedRecord]:
     import time
 
-    candidates = rewrite(models.original, cache, records, cfg.rewrite, timings["rewrite"])
+    generations = rewrite(models.original, cache, records, cfg.rewrite, timings["rewrite"])
+    candidates = [[g.text for g in gens] for gens in generations]
+    answers = [row_answer(r, cfg) for r in records]
 
     t0 = time.perf_counter()
-    flat_gold = [r.gold_answer for r, cands in zip(records, candidates, strict=True) for _ in cands]
-    flat_cand = [c for cands in candidates for c in cands]
-    flat = check_pairs(models.embedder, flat_gold, flat_cand, cfg.filter, cfg.rewrite.prompt_template)
+    pairs = [
+        _pair(record, answer, g) for record, answer, gens in zip(records, answers, generations, strict=True) for g in gens
+    ]
+    flat = check_pairs(models.embedder, pairs, cfg.filter, cfg.rewrite.prompt_template)
     timings["filter"].seconds += time.perf_counter() - t0
     timings["filter"].requests += len(flat)
     checks = [flat[i * cfg.rewrite.n : (i + 1) * cfg.rewrite.n] for i in range(len(records))]
@@ -60,8 +80,13 @@ def refine_shard(
     fusion: dict[int, Any] = {}
     if cfg.fusion.enabled and accepted and models.fusion is not None:
 
-        def checker(golds: list[str], texts: list[str]) -> list[CheckResult]:
-            return check_pairs(models.embedder, golds, texts, cfg.filter, cfg.fusion.prompt_template)
+        answer_of = {r.id: a for r, a in zip(records, answers, strict=True)}
+        # without refilter, tau is not applied to fusions; the fact and answer checks always are
+        fusion_filter = cfg.filter if cfg.fusion.refilter else cfg.filter.model_copy(update={"tau": -1.0})
+
+        def checker(rows: list[SourceRecord], outs: list[Generation]) -> list[CheckResult]:
+            fused = [_pair(r, answer_of[r.id], g) for r, g in zip(rows, outs, strict=True)]
+            return check_pairs(models.embedder, fused, fusion_filter, cfg.fusion.prompt_template)
 
         results = fuse(
             models.fusion,
@@ -70,7 +95,7 @@ def refine_shard(
             [records[i] for i in accepted],
             [candidates[i][chosen[i]] for i in accepted],
             cfg.fusion,
-            checker if cfg.fusion.refilter else None,
+            checker,
             timings,
         )
         fusion = dict(zip(accepted, results, strict=True))
@@ -126,6 +151,11 @@ def refine_shard(
                 copy_score=check.copy_score,
                 repetition_score=check.repetition_score,
                 missing_facts=check.missing_facts,
+                contradictions=check.contradictions,
+                rewrite_finish_reason=generations[i][chosen[i]].finish_reason,
+                answer_check=getattr(answers[i], "value", None),
+                answer_check_kind=getattr(answers[i], "kind", None),
+                answer_check_source=getattr(answers[i], "source", None),
                 decision=decision,  # type: ignore[arg-type]
                 reason=reason,
                 fusion_candidates=res.candidates if res else [],

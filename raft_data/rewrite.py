@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raft_data.backends import Backend, render_chat
+from raft_data.backends import Backend, Generation, render_chat
 from raft_data.cache import CallCache
 from raft_data.calls import generate_cached
 from raft_data.config import RewriteConfig
@@ -28,8 +28,8 @@ def rewrite(
     records: list[SourceRecord],
     cfg: RewriteConfig,
     timing: StageTiming,
-) -> list[list[str]]:
-    """`cfg.n` rewrite candidates per record, in record order."""
+) -> list[list[Generation]]:
+    """`cfg.n` rewrite candidates per record, in record order, with how each one ended."""
     prompts: list[list[int]] = []
     seeds: list[int] = []
     for record in records:
@@ -38,4 +38,4 @@ def rewrite(
             prompts.append(ids)
             seeds.append(request_seed(cfg.sampling.seed, "rewrite", record.id, j))
     outs = generate_cached(backend, cache, "rewrite", prompts, cfg.sampling, seeds, timing, "rewrite")
-    return [[g.text for g in outs[i * cfg.n : (i + 1) * cfg.n]] for i in range(len(records))]
+    return [outs[i * cfg.n : (i + 1) * cfg.n] for i in range(len(records))]

@@ -44,6 +44,11 @@ class Counts(BaseModel):
     rejected: int
     over_length: int
     by_reason: dict[str, int] = Field(default_factory=dict)
+    # how each refined row's short answer was checked: column, derived (from gold), or
+    # unchecked (no answer span could be read off gold: only the fact checks applied)
+    answer_check: dict[str, int] = Field(default_factory=dict)
+    # accepted rows whose kept rewrite leaves out a gold fact (flagged, not fallen back)
+    omissions_flagged: int = 0
 
 
 class CompatibilityGap(BaseModel):

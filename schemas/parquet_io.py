@@ -24,7 +24,9 @@ from pydantic import BaseModel, ValidationError
 from schemas.errors import SchemaError
 from schemas.records import RefinedRecord, RejectedRecord
 
-SCHEMA_VERSION = "1.0"
+# 1.1 added RefinedRecord's contradictions, rewrite_finish_reason and answer_check* columns;
+# 1.0 files still read, with those columns at their defaults.
+SCHEMA_VERSION = "1.1"
 SCHEMA_NAMES: dict[str, type[BaseModel]] = {
     "raft.refined": RefinedRecord,
     "raft.rejected": RejectedRecord,
@@ -149,9 +151,13 @@ def check_file_schema(path: str | Path, record_type: type[BaseModel]) -> dict[st
         )
     want = arrow_schema(record_type)
     missing = [f.name for f in want if f.name not in schema.names]
+    if have < mine:  # an older minor version: columns added since then take their defaults
+        missing = [m for m in missing if record_type.model_fields[m].is_required()]
     if missing:
         raise SchemaError(f"{path}: missing column(s) {', '.join(missing)} for {name} {version}")
     for field in want:
+        if field.name not in schema.names:
+            continue
         got = schema.field(field.name).type
         if not got.equals(field.type) and not (
             pa.types.is_large_string(got) and pa.types.is_string(field.type)
@@ -179,7 +185,15 @@ def read_records(
     names = [f.name for f in arrow_schema(record_type)]
     for path in paths:
         check_file_schema(path, record_type)
-        table = pq.read_table(path, columns=names)
+        present = set(pq.read_schema(path).names)
+        table = pq.read_table(path, columns=[n for n in names if n in present])
+        for name in names:
+            if name not in present:  # added in a later minor version: its default
+                info = record_type.model_fields[name]
+                default = info.get_default(call_default_factory=True)
+                field = arrow_schema(record_type).field(name)
+                table = table.append_column(field, pa.array([default] * table.num_rows, field.type))
+        table = table.select(names)
         if validate_rows:
             for i, row in enumerate(table.to_pylist()):
                 try:

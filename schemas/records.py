@@ -47,7 +47,12 @@ class RefinedRecord(SourceRecord):
     similarity: float | None = None
     copy_score: float | None = None
     repetition_score: float | None = None
-    missing_facts: list[str] = Field(default_factory=list)
+    missing_facts: list[str] = Field(default_factory=list)  # gold facts the kept rewrite leaves out
+    contradictions: list[str] = Field(default_factory=list)  # its facts neither gold nor question holds
+    rewrite_finish_reason: str | None = None  # "length": cut off at max_new_tokens
+    answer_check: str | None = None  # the short answer the final answer had to state
+    answer_check_kind: str | None = None  # number | choice | symbol | text
+    answer_check_source: str | None = None  # column | derived; None: not checkable
     decision: Literal["accepted", "fallback"]
     reason: str
     fusion_candidates: list[str] = Field(default_factory=list)

@@ -113,3 +113,21 @@ def test_stamp_is_in_parquet_metadata(tmp_path: Path) -> None:
     meta = pq.read_schema(path).metadata
     assert meta[META_NAME] == b"raft.refined"
     assert json.loads(meta[b"raft.extra"]) == {}
+
+
+def test_schema_1_0_files_read_with_the_1_1_columns_at_their_defaults(tmp_path: Path) -> None:
+    """1.1 added contradictions, rewrite_finish_reason, answer_check*: datasets built and
+    shared before that still load, and a file lacking a required column still fails."""
+    path = tmp_path / "old.parquet"
+    write_records(path, [refined(0), refined(1)], RefinedRecord)
+    added = ["contradictions", "rewrite_finish_reason", "answer_check", "answer_check_kind", "answer_check_source"]
+    table = pq.read_table(path)
+    old = table.drop_columns(added)
+    meta = dict(table.schema.metadata)
+    meta[META_VERSION] = b"1.0"
+    pq.write_table(old.replace_schema_metadata(meta), path)
+    rows = read_records(path, RefinedRecord).to_pylist()
+    assert [r["contradictions"] for r in rows] == [[], []] and rows[0]["answer_check"] is None
+    pq.write_table(old.drop_columns(["reason"]).replace_schema_metadata(meta), path)
+    with pytest.raises(SchemaError, match="missing column"):
+        read_records(path, RefinedRecord)

@@ -43,7 +43,10 @@ def config_dict(tmp_path: Path, model: Path, out: str = "out", **extra: object) 
         "backend": {"engine": "transformers", "batch_size": 4},
         "rewrite": {"sampling": {"max_new_tokens": 12, "temperature": 0.8, "seed": 1}},
         # accept every random rewrite so that fusion and judging run too
-        "filter": {"tau": -1.0, "check_facts": False, "copy_threshold": 100, "repetition_threshold": 1.0},
+        "filter": {
+            "tau": -1.0, "check_facts": False, "check_answer": False, "reject_truncated": False,
+            "copy_threshold": 100, "repetition_threshold": 1.0,
+        },
         "fusion": {"rounds": 2, "sampling": {"max_new_tokens": 8}, "judge_sampling": {"max_new_tokens": 4, "temperature": 0.0}},
         "teacher_context": {"max_tokens": 120, "trajectory_tokens": 16},
     }
@@ -100,7 +103,9 @@ def test_fallback_path_on_strict_filter(tmp_path: Path, tiny_model_dir: Path) ->
     assert m is not None and m.counts.fallback == 5 and m.counts.accepted == 0
     for r in table(Path(cfg.output.dir)).to_pylist():
         assert r["final_answer"] == r["gold_answer"] and r["final_source"] == "gold"
-        assert r["reason"].split(":")[0] in ("low_similarity", "empty_rewrite", "degenerate_repetition")
+        assert r["reason"].split(":")[0] in (
+            "low_similarity", "empty_rewrite", "degenerate_repetition", "truncated", "answer_missing", "contradiction"
+        )
         assert r["fusion_candidates"] == []
 
 
@@ -161,9 +166,12 @@ def test_cli_errors_have_no_traceback(tmp_path: Path) -> None:
 
 def test_call_cache_round_trip(tmp_path: Path) -> None:
     cache = CallCache(tmp_path / "c.sqlite")
-    k1 = call_key("rewrite", "m", "r", [1, 2], {"seed": 1})
-    assert k1 == call_key("rewrite", "m", "r", [1, 2], {"seed": 1})
-    assert k1 != call_key("rewrite", "m", "r", [1, 2], {"seed": 2})
+    k1 = call_key("rewrite", "vllm:float32:cpu", "m", "r", [1, 2], {"seed": 1})
+    assert k1 == call_key("rewrite", "vllm:float32:cpu", "m", "r", [1, 2], {"seed": 1})
+    assert k1 != call_key("rewrite", "vllm:float32:cpu", "m", "r", [1, 2], {"seed": 2})
+    # engine and dtype change the text a model writes: they are part of the key
+    assert k1 != call_key("rewrite", "transformers:float32", "m", "r", [1, 2], {"seed": 1})
+    assert k1 != call_key("rewrite", "vllm:bfloat16:cuda", "m", "r", [1, 2], {"seed": 1})
     cache.put_many({k1: {"text": "x", "tokens": 1}})
     assert cache.get_many([k1, "other"]) == {k1: {"text": "x", "tokens": 1}} and len(cache) == 1
 

@@ -40,6 +40,7 @@ class Scripted:
     """Replies by prompt content: fusions are numbered per call, judges read a table."""
 
     engine = "scripted"
+    identity = "scripted"
     batch_size = 8
 
     def __init__(self, tokenizer: Any, name: str, replies: dict[str, list[str]]) -> None:
@@ -98,9 +99,60 @@ def test_checks_exclude_candidates(tokenizer: Any, tmp_path: Path) -> None:
     fusion = Scripted(tokenizer, "fuser", {"Q": ["good", "bad"]})
     judge = Scripted(tokenizer, "j", {"good": ["Score: 2"], "bad": ["Score: 10"]})
 
-    def check(golds: list[str], texts: list[str]) -> list[CheckResult]:
-        return [CheckResult(1.0, 0.0, 0.0, [], t == "good", "passed" if t == "good" else "low_similarity: x") for t in texts]
+    def check(rows: list[SourceRecord], outs: list[Generation]) -> list[CheckResult]:
+        return [
+            CheckResult(1.0, 0.0, 0.0, passed=g.text == "good", reason="passed" if g.text == "good" else "low_similarity: x")
+            for g in outs
+        ]
 
     timings = {"fuse": StageTiming(), "judge": StageTiming()}
     (res,) = fuse(fusion, [judge], CallCache(tmp_path / "c.sqlite"), [rec("Q")], ["r"], FusionConfig(rounds=2), check, timings)
     assert res.candidates == ["good", "bad"] and res.best == 0  # "bad" scored higher but failed the checks
+
+
+class SameEmbedding:
+    """Every text embeds to the same vector: cosine 1.0, so only the fact checks decide."""
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> Any:
+        import torch
+
+        return torch.ones(len(sentences), 4) / 2.0
+
+
+OS_GOLD = "Symbol: Os. Osmium is element 76, in period 6."
+OS_Q = "What is the chemical symbol of Osmium?"
+
+
+@pytest.mark.parametrize(
+    "fusions, final, source",
+    [
+        # the judges prefer the wrong fusion; it contradicts gold (67), the copy of gold wins
+        (["Osmium's symbol is Os; it is element 67.", OS_GOLD], OS_GOLD, "fusion"),
+        # every fusion contradicts gold or drops the answer: the correct rewrite is kept
+        (["Osmium's symbol is Os; it is element 67.", "Osmium is a dense metal."], "Osmium's chemical symbol is Os, element 76.", "rewrite"),
+    ],
+)
+def test_fusion_never_replaces_a_correct_rewrite_with_a_wrong_one(
+    tokenizer: Any, tmp_path: Path, fusions: list[str], final: str, source: str
+) -> None:
+    from raft_data.config import PipelineConfig
+    from raft_data.refine import STAGES, Models, refine_shard
+
+    record = SourceRecord(
+        id=row_id("d", OS_Q, OS_GOLD), question=OS_Q, gold_answer=OS_GOLD, domain="d",
+        metadata='{"check": "Os"}', source_file="f", source_row=0,
+    )
+    original = Scripted(tokenizer, "orig", {"reference answer as a": ["Osmium's chemical symbol is Os, element 76."]})
+    fusion = Scripted(tokenizer, "fuser", {"Merge the two answers": list(fusions)})
+    judge = Scripted(tokenizer, "j", {fusions[0]: ["Score: 10"], fusions[1]: ["Score: 3"]})
+    cfg = PipelineConfig.model_validate(
+        {
+            "name": "t", "input": {"path": "x", "answer_check_field": "check"}, "output": {"dir": str(tmp_path)},
+            "fusion": {"rounds": 2}, "measure_gap": False,
+        }
+    )
+    models = Models(original, fusion, [judge], SameEmbedding())  # type: ignore[arg-type]
+    timings = {s: StageTiming() for s in STAGES}
+    (row,) = refine_shard([record], models, cfg, CallCache(tmp_path / "c.sqlite"), timings)
+    assert (row.final_answer, row.final_source, row.decision) == (final, source, "accepted")
+    assert row.answer_check == "Os" and row.answer_check_source == "column"

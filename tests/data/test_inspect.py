@@ -29,7 +29,7 @@ def built(tmp_path: Path) -> Path:
 
 def test_summary_has_counts_reasons_scores_and_rows_side_by_side(built: Path) -> None:
     text = inspect_dataset(built, rows=2, width=100)
-    assert "stub-chem: schema raft.refined 1.0, config c0ffee1234567890" in text
+    assert "stub-chem: schema raft.refined 1.1, config c0ffee1234567890" in text
     assert "rows in 6: accepted 3, fallback 2, rejected 1; over teacher length 1" in text
     lines = text.splitlines()
     # decisions table: counts and shares
