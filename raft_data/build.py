@@ -27,6 +27,7 @@ from raft_data.config import PipelineConfig
 from raft_data.errors import RaftDataError
 from raft_data.filter import load_embedder
 from raft_data.load import load_input
+from raft_data import refine
 from raft_data.refine import STAGES, Models, refine_shard
 from schemas.manifest import (
     CompatibilityGap,
@@ -108,7 +109,11 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
     records = loaded.records
     size = cfg.output.shard_size
     total = max(1, (len(records) + size - 1) // size)
-    stamp = {"config_hash": config_hash, "input_fingerprint": loaded.fingerprint}
+    stamp = {
+        "config_hash": config_hash,
+        "input_fingerprint": loaded.fingerprint,
+        "decision_version": refine.DECISION_VERSION,
+    }
     timings = {stage: StageTiming() for stage in STAGES}
     cache = CallCache(folder / STATE_DIR / "calls.sqlite")
     models: Models | None = None

@@ -21,6 +21,10 @@ from schemas.manifest import StageTiming
 from schemas.records import RefinedRecord, SourceRecord
 
 STAGES = ("rewrite", "filter", "fuse", "judge", "measure")
+# Stamped on every shard: bump when a change to the checks, fusion or measures changes what a
+# row's decision or record would be, so a rerun redoes shards the old logic made (model
+# calls stay cached: they do not depend on it). 2: contradiction + answer checks, copies kept.
+DECISION_VERSION = "2"
 
 
 @dataclass

@@ -126,6 +126,44 @@ def _resolve_embedded(model: EmbeddedModel) -> ResolvedModel:
     return ResolvedModel(model.name, target, model.hub_id, revision)
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """`local:<sha256>` over a model folder's files (names and full contents).
+
+    A local folder has no Hub revision, yet its weights change (a fine-tune saved in place):
+    caches keyed on a fixed "local" would serve the old model's generations. Each file's
+    hash is remembered by (path, size, mtime) under `cache_root()`, so a 16 GB model is
+    read once (~10 s), not at every start.
+    """
+    import hashlib
+    import json
+
+    memo_path = cache_root() / "file_hashes.json"
+    try:
+        memo: dict[str, str] = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    digest = hashlib.sha256()
+    changed = False
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in memo:
+            file_digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    file_digest.update(block)
+            memo[key] = file_digest.hexdigest()
+            changed = True
+        digest.update(f"{path.relative_to(folder)}\0{memo[key]}\0".encode())
+    if changed:
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            memo_path.write_text(json.dumps(memo))
+        except OSError:
+            pass  # a read-only cache only costs the re-hash next time
+    return "local:" + digest.hexdigest()[:16]
+
+
 def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     """Turn a config's model name into a local folder, or say how to get one."""
     key = name.lower()
@@ -135,7 +173,7 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     if local.exists():
         if not local.is_dir():
             raise SchemaError(f"model path '{name}' is a file; give the folder that holds config.json")
-        return ResolvedModel(name, local.resolve(), str(local.resolve()), revision or "local")
+        return ResolvedModel(name, local.resolve(), str(local.resolve()), revision or folder_fingerprint(local))
     if name.count("/") != 1:
         raise SchemaError(
             f"model '{name}' is not a local folder, an embedded name ({', '.join(EMBEDDED)}), "

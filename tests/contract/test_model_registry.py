@@ -21,6 +21,26 @@ def test_local_folder(tiny_model_dir: Path) -> None:
     assert resolve_model(str(tiny_model_dir)).path == tiny_model_dir.resolve()
 
 
+def test_local_folder_revision_follows_its_weights(tmp_path: Path) -> None:
+    """Changed weights in the same folder must not reuse cached generations of the old ones."""
+    import shutil
+    import time
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\0" * 3000 + b"weights v1")
+    first = resolve_model(str(folder)).revision
+    assert first.startswith("local:") and resolve_model(str(folder)).revision == first
+    time.sleep(0.01)
+    (folder / "model.safetensors").write_bytes(b"\0" * 3000 + b"weights v2")  # same size, new content
+    assert resolve_model(str(folder)).revision != first
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert resolve_model(str(copy)).revision == resolve_model(str(folder)).revision  # content, not path
+    assert resolve_model(str(folder), revision="v7").revision == "v7"
+
+
 def test_missing_hub_model_says_what_to_do() -> None:
     with pytest.raises(SchemaError, match="hf download some-org/not-a-model"):
         resolve_model("some-org/not-a-model")

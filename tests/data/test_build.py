@@ -92,9 +92,26 @@ def test_every_row_is_accounted_for_and_loads_with_datasets(tmp_path: Path, tiny
     card = (result.folder / "README.md").read_text()
     assert card.startswith("---\n") and "similarity.png" in card and (result.folder / "similarity.png").exists()
     # a second run reuses every shard and changes nothing
+    before = table(result.folder)
     again = build(cfg)
     assert again.shards_done == 0 and again.shards_skipped == 3
-    assert table(result.folder).equals(table(result.folder))
+    assert table(result.folder).equals(before)
+
+
+def test_changed_decision_logic_redoes_shards_from_cached_calls(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard made by older filter logic is not kept by a rerun; the model calls are reused."""
+    from raft_data import refine
+
+    cfg = PipelineConfig.model_validate(config_dict(tmp_path, tiny_model_dir, fusion={"enabled": False}))
+    first = build(cfg)
+    assert first.shards_done == 3
+    monkeypatch.setattr(refine, "DECISION_VERSION", refine.DECISION_VERSION + "-changed")
+    again = build(cfg)
+    assert again.shards_done == 3 and again.shards_skipped == 0
+    m = again.manifest
+    assert m is not None and m.timings["rewrite"].cached == m.timings["rewrite"].requests > 0
 
 
 def test_fallback_path_on_strict_filter(tmp_path: Path, tiny_model_dir: Path) -> None:
