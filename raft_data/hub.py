@@ -9,15 +9,24 @@ sha256 for large ones) are skipped, remote shards the new build no longer has ar
 no commit at all. A card edited on the Hub keeps the keys its owner set; only the keys this
 tool owns (`configs`, `size_categories`, the raft tags) are replaced.
 
-Transient Hub errors (429, 5xx, dropped connections) are retried with exponential backoff;
-every step re-reads the remote state, so a retried or re-run push never duplicates work.
-Folders with more files or bytes than one commit should hold are committed in several
-parts, card and manifest last, so a push that dies half-way is resumed by running it again.
+The remote state is read at one commit (the branch head's sha), every commit names that
+commit as its parent (the Hub refuses it with 412 if the branch moved), and a commit that is
+retried re-reads the branch first and sends only what is still missing: a commit that was
+applied but whose answer was lost is recognised as done, never resent with deletions of
+files it already deleted. Transient Hub errors (429, 5xx, dropped connections) are retried
+with exponential backoff. The card to upload is checked by the Hub's `validate-yaml` before
+the first commit, so a bad card stops the push before any data lands. Folders with more
+files or bytes than one commit should hold are committed in several parts, card and
+manifest last, so a push that dies half-way is resumed by running it again.
+
+Large files travel the way `huggingface_hub` sends them: through Xet storage when `hf_xet` is
+installed (the default on x86_64 and arm64), else through Git LFS; the push logs which.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import re
 import time
@@ -46,6 +55,8 @@ RAFT_TAG_PREFIX = "raft-schema-"
 # Remote folders whose files must match the local build exactly (stale shards are deleted).
 SYNCED_FOLDERS = ("data/", "rejected/")
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
+BRANCH_MOVED = 412  # a commit's parent is no longer the branch head
+XET_CLIENT_ERROR = re.compile(r"HTTP status client error \((\d{3})")
 FRONT_MATTER = re.compile(r"^\s*---[\r\n]+([\S\s]*?)[\r\n]+---(?:\r\n|\n|$)")
 TOKEN_HELP = "set HF_TOKEN or pass --token or run `hf auth login`"
 
@@ -73,6 +84,7 @@ class PushResult:
     revision: str
     up_to_date: bool
     commits: list[str] = field(default_factory=list)  # commit URLs, in order
+    transfer: str = ""  # how large files travel: Xet or Git LFS
     uploaded: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
@@ -337,16 +349,21 @@ def _status(err: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _transient(err: BaseException) -> bool:
+def _transient(err: BaseException, statuses: tuple[int, ...] = TRANSIENT_STATUS) -> bool:
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(err, HfHubHTTPError):
-        return _status(err) in TRANSIENT_STATUS
+        return _status(err) in statuses
     try:
         import httpx2 as httpx  # huggingface_hub >= 1.x
     except ImportError:  # pragma: no cover - older huggingface_hub
         import httpx  # type: ignore[no-redef]
-    return isinstance(err, (httpx.TransportError, ConnectionError, TimeoutError))
+    if not isinstance(err, (httpx.TransportError, ConnectionError, TimeoutError)):
+        return False
+    # hf_xet reports every failed request as a ConnectionError, a refusal (4xx) included:
+    # "... HTTP status client error (404 Not Found), domain: ..."; those do not pass on retry
+    refused = XET_CLIENT_ERROR.search(str(err))
+    return refused is None or int(refused.group(1)) in statuses
 
 
 def _retry_after(err: BaseException) -> float | None:
@@ -364,23 +381,27 @@ def with_retries(
     options: PushOptions,
     log: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
+    statuses: tuple[int, ...] = TRANSIENT_STATUS,
 ) -> T:
-    """Run one idempotent step, retrying 429/5xx and dropped connections with exponential
-    backoff (or the server's Retry-After). Other errors propagate at once."""
+    """Run one idempotent step, retrying 429/5xx (or `statuses`) and dropped connections with
+    exponential backoff (or the server's Retry-After). Other errors propagate at once."""
     delay = options.backoff_s
     for attempt in range(options.retries + 1):
         try:
             return step()
         except Exception as err:
-            if attempt >= options.retries or not _transient(err):
+            if attempt >= options.retries or not _transient(err, statuses):
                 raise
             wait = _retry_after(err)
             wait = min(options.max_backoff_s, delay if wait is None else wait)
             code = _status(err)
-            log(
-                f"Hub busy during {what} ({code or type(err).__name__}); "
-                f"retrying in {wait:.0f}s ({attempt + 1}/{options.retries})"
-            )
+            if code == BRANCH_MOVED:
+                log(f"the branch moved during {what}; re-reading it, retrying in {wait:.0f}s ({attempt + 1}/{options.retries})")
+            else:
+                log(
+                    f"Hub busy during {what} ({code or type(err).__name__}); "
+                    f"retrying in {wait:.0f}s ({attempt + 1}/{options.retries})"
+                )
             sleep(wait)
             delay *= 2
     raise AssertionError("unreachable")
@@ -395,11 +416,54 @@ def commit_message(manifest: Manifest, user_message: str | None) -> str:
     return f"{user_message.strip()} ({stamp})" if user_message else f"raft-data push: {stamp}"
 
 
+def transfer_path() -> str:
+    """How `huggingface_hub` will send large files, by its own rule (`is_xet_available`):
+    Xet when `hf_xet` is installed and HF_HUB_DISABLE_XET is not set, else Git LFS."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_DISABLE_XET:
+        return "Git LFS (HF_HUB_DISABLE_XET is set)"
+    try:
+        version = importlib.metadata.version("hf_xet")
+    except importlib.metadata.PackageNotFoundError:
+        return "Git LFS (hf_xet is not installed)"
+    return f"Xet storage (hf_xet {version})"
+
+
+def _head(api: Any, repo_id: str, revision: str) -> str:
+    """The commit sha the branch points at now."""
+    return str(api.repo_info(repo_id, repo_type="dataset", revision=revision).sha)
+
+
 def _remote_files(api: Any, repo_id: str, revision: str) -> dict[str, Any]:
+    """Every file of the repo at `revision` (all pages of the listing: the Hub pages it)."""
     from huggingface_hub.hf_api import RepoFile
 
     tree = api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type="dataset")
     return {f.path: f for f in tree if isinstance(f, RepoFile)}
+
+
+def check_card(api: Any, card: bytes, path: Path) -> None:
+    """Have the Hub validate the card's metadata (its `validate-yaml` endpoint, the check it
+    applies on commit). Raises `RaftDataError` with the Hub's reasons when it refuses it."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    response = get_session().post(
+        f"{api.endpoint}/api/validate-yaml",
+        json={"content": card.decode("utf-8"), "repoType": "dataset"},
+        headers=build_hf_headers(token=api.token),
+    )
+    if response.status_code == 400:
+        try:
+            reasons = [str(e.get("message")) for e in response.json().get("errors", [])]
+        except (ValueError, AttributeError):
+            reasons = []
+        listed = "".join(f"\n  - {r}" for r in reasons or [response.text.strip() or "no reason given"])
+        raise RaftDataError(
+            f"{path}: the Hub refuses the card's metadata (this card merged with the Hub's):{listed}\n"
+            "Fix the card's YAML front matter (or rebuild the folder with `raft-data build`); nothing was pushed"
+        )
+    hf_raise_for_status(response)
 
 
 def _remote_card(api: Any, repo_id: str, revision: str) -> str | None:
@@ -454,26 +518,51 @@ def _push(
             "create branch",
         )
 
-    def current_plan() -> Plan:
-        remote = _remote_files(api, repo_id, revision)
-        remote_card = _remote_card(api, repo_id, revision) if CARD_NAME in remote else None
+    def current_state() -> tuple[str, Plan]:
+        # one commit for the whole read: the tree (every page of it) and the card agree
+        head = _head(api, repo_id, revision)
+        remote = _remote_files(api, repo_id, head)
+        remote_card = _remote_card(api, repo_id, head) if CARD_NAME in remote else None
         card = merge_card((folder / CARD_NAME).read_text(encoding="utf-8"), remote_card)
-        return plan_changes(folder, card.encode("utf-8"), remote)
+        return head, plan_changes(folder, card.encode("utf-8"), remote)
 
-    plan = retry(current_plan, "reading the remote repo")
+    head, plan = retry(current_state, "reading the remote repo")
     result = PushResult(repo_id, revision, up_to_date=not plan.add and not plan.delete, commit_message=message)
     result.unchanged = sorted(plan.unchanged)
     if result.up_to_date:
         return result
+    result.transfer = transfer_path()
+    log(f"large files go through {result.transfer}")
+    card = plan.add.get(CARD_NAME)
+    if isinstance(card, bytes):
+        retry(lambda: check_card(api, card, folder / CARD_NAME), "checking the card")
 
     parts = split_commits(plan, options.max_commit_files, options.max_commit_bytes)
     description = _description(manifest)
+    parent = [head]  # the commit the next one must follow
     for i, (adds, deletes) in enumerate(parts, start=1):
         summary = message if len(parts) == 1 else f"{message} [part {i}/{len(parts)}]"
+        what = f"commit {i}/{len(parts)}"
+        attempts = [0]
 
-        def one_commit(adds: dict[str, Path | bytes] = adds, deletes: list[str] = deletes, summary: str = summary) -> str:
-            # fresh operations per attempt: an operation cannot be committed twice; a retried
-            # commit whose files already landed is a no-op (the library drops unchanged files)
+        def one_commit(
+            adds: dict[str, Path | bytes] = adds,
+            deletes: list[str] = deletes,
+            summary: str = summary,
+            what: str = what,
+            attempts: list[int] = attempts,
+        ) -> str:
+            attempts[0] += 1
+            if attempts[0] > 1:
+                # the last attempt may have been applied with its answer lost, or the branch
+                # moved: re-read it and send only what is still missing
+                parent[0], now = current_state()
+                adds = {rel: now.add[rel] for rel in adds if rel in now.add}
+                deletes = [rel for rel in deletes if rel in now.delete]
+                if not adds and not deletes:
+                    log(f"{what} is already on the Hub (its answer was lost); going on")
+                    return f"{api.endpoint}/datasets/{repo_id}/commit/{parent[0]}"
+            # fresh operations per attempt: an operation cannot be committed twice
             operations: list[Any] = [
                 CommitOperationAdd(path_in_repo=rel, path_or_fileobj=local if isinstance(local, bytes) else str(local))
                 for rel, local in adds.items()
@@ -486,10 +575,14 @@ def _push(
                 commit_description=description,
                 repo_type="dataset",
                 revision=revision,
+                parent_commit=parent[0],
             )
+            parent[0] = str(info.oid)
             return str(info.commit_url)
 
-        result.commits.append(retry(one_commit, f"commit {i}/{len(parts)}"))
+        result.commits.append(
+            with_retries(one_commit, what, options, log, statuses=(*TRANSIENT_STATUS, BRANCH_MOVED))
+        )
         result.uploaded += sorted(adds)
         result.deleted += deletes
     return result
@@ -506,9 +599,11 @@ def _description(manifest: Manifest) -> str:
 
 
 def format_push(result: PushResult, endpoint: str) -> str:
+    from urllib.parse import quote
+
     url = f"{endpoint}/datasets/{result.repo_id}"
     if result.revision != "main":
-        url += f"/tree/{result.revision}"
+        url += f"/tree/{quote(result.revision, safe='')}"
     if result.up_to_date:
         return f"{result.repo_id}@{result.revision} is up to date ({len(result.unchanged)} files); nothing pushed\n  {url}"
     lines = [

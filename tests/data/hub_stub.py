@@ -28,7 +28,8 @@ URL-encoded as one path segment, `feature%2Fx`), validates card metadata on
 and paginates tree listings (`page_size` entries per page, then a `Link: <...>; rel="next"`
 header with an opaque cursor). `fail` queues error responses (e.g. a 503 with Retry-After)
 for the next matching request; `drop_response` applies the next matching request and then
-closes the connection without answering (a response lost on the way back).
+closes the connection without answering (a response lost on the way back); `before` runs a
+callback (e.g. someone else's commit) just before the next matching request is handled.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -200,6 +202,7 @@ class StubHub:
         self.requests: list[Recorded] = []
         self.failures: list[tuple[str, str, int, dict[str, str], bytes]] = []
         self.drops: list[tuple[str, str]] = []
+        self.hooks: list[tuple[str, str, Callable[[], None]]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class("hub"))
         self._cas_server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class("cas"))
@@ -233,6 +236,10 @@ class StubHub:
         """Carry out the next matching request, then close the connection without answering:
         the server applied it, the client never hears so."""
         self.drops.append((method, path_contains))
+
+    def before(self, method: str, path_contains: str, action: Callable[[], None]) -> None:
+        """Run `action` once, just before the next matching request is handled."""
+        self.hooks.append((method, path_contains, action))
 
     def commits(self, repo_id: str) -> list[Commit]:
         repo = self.repos[repo_id]
@@ -309,6 +316,11 @@ class StubHub:
                             del hub.failures[i]
                             self._answer(status, fail_body or {"error": "injected"}, fail_headers)
                             return
+                    for i, (method, part, action) in enumerate(hub.hooks):
+                        if method == self.command and part in record.path:
+                            del hub.hooks[i]
+                            action()
+                            break
                     for i, (method, part) in enumerate(hub.drops):
                         if method == self.command and part in record.path:
                             del hub.drops[i]

@@ -2,11 +2,14 @@
 
 The push runs as the real CLI in a subprocess: huggingface_hub reads HF_ENDPOINT and
 HF_HUB_DISABLE_XET at import time, so the child gets them in its environment and runs the
-same code path as against huggingface.co (Xet disabled: plain LFS uploads to the stub).
+same code path as against huggingface.co: large files go through Xet (hf_xet, as on x86_64
+and arm64) to the stub's CAS server, which rebuilds them from the uploaded xorbs and shard;
+one test covers the Git LFS path that HF_HUB_DISABLE_XET=1 selects.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -26,22 +29,25 @@ from raft_data.hub import (
     validate_folder,
     with_retries,
 )
-from schemas import SchemaError
+from schemas import SCHEMA_VERSION, SchemaError
 
 TOKEN = "hf_stubTOKEN_9f8e7d6c5b4a"
 REPO = "someone/refined-chem"
 
 
-def run_cli(hub: StubHub, tmp_path: Path, *args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    hub: StubHub, tmp_path: Path, *args: str, token: str | None = TOKEN, xet: bool = True, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().endswith("_PROXY") and k != "HF_TOKEN"}
     env.update(
         HF_ENDPOINT=hub.endpoint,
-        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_XET="0" if xet else "1",
         HF_HUB_OFFLINE="0",
         HF_HOME=str(tmp_path / "hf-home"),  # no cached login, a fresh download cache
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         NO_PROXY="127.0.0.1,localhost",
     )
+    env.update(extra_env)
     if token is not None:
         env["HF_TOKEN"] = token
     return subprocess.run(
@@ -49,8 +55,10 @@ def run_cli(hub: StubHub, tmp_path: Path, *args: str, token: str | None = TOKEN)
     )
 
 
-def push(hub: StubHub, tmp_path: Path, folder: Path, *extra: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
-    return run_cli(hub, tmp_path, "push", str(folder), REPO, *extra, token=token)
+def push(
+    hub: StubHub, tmp_path: Path, folder: Path, *extra: str, token: str | None = TOKEN, xet: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return run_cli(hub, tmp_path, "push", str(folder), REPO, *extra, token=token, xet=xet, **env)
 
 
 def front_matter(text: str) -> dict:
@@ -79,34 +87,52 @@ EXPECTED = {
 }
 
 
+def commit_ops(hub: StubHub, index: int = -1) -> dict[str, str]:
+    """{path: operation} of the `index`-th commit request the stub received."""
+    body = [r.body for r in hub.requests if r.method == "POST" and "/commit/" in r.path][index].decode()
+    return {json.loads(line)["value"].get("path"): json.loads(line)["key"] for line in body.splitlines()[1:]}
+
+
 def test_push_uploads_the_folder_with_schema_and_config_in_the_message(hub: StubHub, tmp_path: Path, built: Path) -> None:
+    """The production path: Parquet/PNG go through Xet (grant, upload, shard) to the CAS."""
     result = push(hub, tmp_path, built)
     assert result.returncode == 0, result.stderr
+    assert "large files go through Xet storage (hf_xet " in result.stderr
     commits = hub.commits(REPO)
     assert [c.message for c in commits][0] == "initial commit" and len(commits) == 2
     commit = commits[-1]
-    assert "schema raft.refined 1.0" in commit.message and "config c0ffee1234567890" in commit.message
+    assert f"schema raft.refined {SCHEMA_VERSION}" in commit.message and "config c0ffee1234567890" in commit.message
     assert "5 rows" in commit.message
     files = hub.files(REPO)
     assert set(files) == EXPECTED | {".gitattributes"}
     assert not any(p.startswith(".raft") for p in files)
     for rel in EXPECTED:
         assert files[rel] == (built / rel).read_bytes(), rel
-    # Parquet/PNG went through the LFS batch API, text as regular files in the commit
-    body = next(r.body for r in hub.requests if r.path.endswith("/commit/main")).decode()
-    ops = {json.loads(line)["value"].get("path"): json.loads(line)["key"] for line in body.splitlines()[1:]}
+    # Parquet/PNG went through Xet: the stub rebuilt each from the uploaded xorbs and shard
+    # (and checked its sha256), the commit points at them by sha256; text rides in the commit
+    ops = commit_ops(hub)
     assert ops["data/train-00000-of-00002.parquet"] == "lfsFile" and ops["README.md"] == "file"
+    lfs = [rel for rel, op in ops.items() if op == "lfsFile"]
+    assert sorted(lfs) == sorted(p for p in EXPECTED if p.endswith((".parquet", ".png")))
+    assert {hashlib.sha256(files[rel]).hexdigest() for rel in lfs} <= set(hub.xet_files)
+    calls = {(r.server, r.method, r.path) for r in hub.requests}
+    assert ("hub", "GET", f"/api/datasets/{REPO}/xet-write-token/main") in calls
+    for server, method, prefix in [("cas", "POST", "/v1/xorb-grants/"), ("hub", "PUT", "/xet-upload/"), ("cas", "POST", "/v2/shards")]:
+        assert any(c[:2] == (server, method) and c[2].startswith(prefix) for c in calls), prefix
+    assert not any("/info/lfs/" in r.path or r.path.startswith("/lfs-upload/") for r in hub.requests)
     assert not any(".raft" in r.path or b".raft/" in r.body for r in hub.requests)
-    # every Hub API request carried the token; LFS storage PUTs and the library's
-    # unauthenticated agent-registry fetch do not
+    # every Hub API request carried the token; the CAS got the short-lived Xet token, never
+    # the Hub token; the grant's upload URL and the library's agent-registry fetch got neither
     for r in hub.requests:
-        if r.path.startswith("/lfs-upload/") or r.path == "/api/agent-harnesses":
-            assert "authorization" not in r.headers
+        if r.server == "cas":
+            assert r.headers["authorization"] == f"Bearer {hub.xet_token}", r.path
+        elif r.path.startswith("/xet-upload/") or r.path == "/api/agent-harnesses":
+            assert "authorization" not in r.headers, r.path
         else:
             assert r.headers["authorization"] == f"Bearer {TOKEN}", r.path
     # the card on the Hub says which schema and config it holds
     card = files["README.md"].decode()
-    assert "raft-schema-1.0" in front_matter(card)["tags"] and "c0ffee1234567890" in card
+    assert f"raft-schema-{SCHEMA_VERSION}" in front_matter(card)["tags"] and "c0ffee1234567890" in card
     # the token is in no output and no uploaded or local file
     assert TOKEN not in result.stdout + result.stderr
     for rel, data in files.items():
@@ -165,7 +191,7 @@ def test_remote_card_metadata_added_on_the_hub_survives_the_next_push(hub: StubH
     assert set(ours["tags"]) <= set(merged["tags"])  # our tags are back
     assert merged["configs"] == ours["configs"]  # our keys are ours
     assert merged["size_categories"] == ours["size_categories"]
-    assert "Schema `raft.refined` version 1.0" in hub.files(REPO)["README.md"].decode()
+    assert f"Schema `raft.refined` version {SCHEMA_VERSION}" in hub.files(REPO)["README.md"].decode()
 
     commits = len(hub.commits(REPO))
     third = push(hub, tmp_path, built)  # merging is idempotent: nothing left to push
@@ -277,7 +303,7 @@ def test_push_to_a_branch_and_private(hub: StubHub, tmp_path: Path, built: Path)
     assert set(hub.files(REPO, "main")) == {".gitattributes"}
     assert set(hub.files(REPO, "v1")) == EXPECTED | {".gitattributes"}
     message = hub.commits(REPO)[-1].message
-    assert message.startswith("first cut (schema raft.refined 1.0, config c0ffee1234567890")
+    assert message.startswith(f"first cut (schema raft.refined {SCHEMA_VERSION}, config c0ffee1234567890")
 
 
 def test_a_large_push_is_split_into_commits_card_last(hub: StubHub, tmp_path: Path, built: Path) -> None:
@@ -287,6 +313,109 @@ def test_a_large_push_is_split_into_commits_card_last(hub: StubHub, tmp_path: Pa
     assert len(commits) == 3 and all("[part" in c.message for c in commits)
     assert "README.md" not in commits[-2].files and "README.md" in commits[-1].files
     assert set(hub.files(REPO)) == EXPECTED | {".gitattributes"}
+
+
+def test_push_through_git_lfs_when_xet_is_disabled(hub: StubHub, tmp_path: Path, built: Path) -> None:
+    """HF_HUB_DISABLE_XET=1 (or no hf_xet): the LFS batch API and a plain PUT per file."""
+    result = push(hub, tmp_path, built, xet=False)
+    assert result.returncode == 0, result.stderr
+    assert "large files go through Git LFS (HF_HUB_DISABLE_XET is set)" in result.stderr
+    assert commit_ops(hub)["data/train-00000-of-00002.parquet"] == "lfsFile"
+    assert any(r.path.endswith("/info/lfs/objects/batch") for r in hub.requests)
+    assert not any(r.server == "cas" or "xet" in r.path for r in hub.requests)
+    files = hub.files(REPO)
+    for rel in EXPECTED:
+        assert files[rel] == (built / rel).read_bytes(), rel
+
+
+def test_a_commit_whose_answer_is_lost_is_not_sent_again(hub: StubHub, tmp_path: Path, built: Path) -> None:
+    """The Hub applies the commit (new shard in, two stale shards deleted) but the answer
+    never arrives: the retry re-reads the branch, sees the commit there and stops, instead of
+    resending the deletions (a 404 from the Hub) or committing twice."""
+    assert push(hub, tmp_path, built).returncode == 0
+    rebuilt = tmp_path / "out2"
+    make_built_folder(rebuilt, shards=1)
+    hub.requests.clear()
+    hub.drop_response("POST", "/commit/")
+    result = push(hub, tmp_path, rebuilt)
+    assert result.returncode == 0, result.stderr
+    assert "commit 1/1 is already on the Hub (its answer was lost)" in result.stderr
+    assert "404" not in result.stderr + result.stdout
+    assert len([r for r in hub.requests if r.method == "POST" and "/commit/" in r.path]) == 1
+    assert len(hub.commits(REPO)) == 3  # initial, first push, this one: no duplicate
+    files = hub.files(REPO)
+    assert sorted(p for p in files if p.startswith("data/")) == ["data/train-00000-of-00001.parquet"]
+    assert files["data/train-00000-of-00001.parquet"] == (rebuilt / "data/train-00000-of-00001.parquet").read_bytes()
+    assert "2 deleted" in result.stdout
+    assert "up to date" in push(hub, tmp_path, rebuilt).stdout
+
+
+def test_a_branch_moved_mid_push_keeps_the_edit_made_on_the_hub(hub: StubHub, tmp_path: Path, built: Path) -> None:
+    """Someone edits the card on the Hub while the push uploads: the commit names the commit
+    it was planned on as its parent, the Hub refuses it (412), and the push re-reads the
+    branch and merges the new card instead of overwriting the edit."""
+    assert push(hub, tmp_path, built).returncode == 0
+    edited = hub.files(REPO)["README.md"].decode().replace("license: apache-2.0", "license: cc-by-4.0")
+    hub.before("POST", "/preupload/", lambda: hub.put_file(REPO, "README.md", edited.encode()))
+    rebuilt = tmp_path / "out2"
+    make_built_folder(rebuilt, accepted=4, shards=1)  # new counts: the card changes too
+    result = push(hub, tmp_path, rebuilt)
+    assert result.returncode == 0, result.stderr
+    assert "the branch moved during commit 1/1" in result.stderr
+    card = front_matter(hub.files(REPO)["README.md"].decode())
+    assert card["license"] == "cc-by-4.0"  # the edit made during the push survives
+    assert card["configs"] == front_matter((rebuilt / "README.md").read_text())["configs"]
+    assert "| 7 | 4 | 2 | 1 |" in hub.files(REPO)["README.md"].decode()  # the new build's counts
+    assert sorted(p for p in hub.files(REPO) if p.startswith("data/")) == ["data/train-00000-of-00001.parquet"]
+    assert [c.message for c in hub.commits(REPO)][-2] == "edit on the Hub"
+
+
+def test_push_to_a_branch_whose_name_has_a_slash(hub: StubHub, tmp_path: Path, built: Path) -> None:
+    result = push(hub, tmp_path, built, "--revision", "feature/x")
+    assert result.returncode == 0, result.stderr
+    assert set(hub.files(REPO, "feature/x")) == EXPECTED | {".gitattributes"}
+    assert set(hub.files(REPO, "main")) == {".gitattributes"} and "feature" not in hub.repos[REPO].branches
+    # the name travels as one URL segment; the printed link keeps it one segment too
+    assert any(r.raw_path.endswith("/commit/feature%2Fx") for r in hub.requests)
+    assert f"/datasets/{REPO}/tree/feature%2Fx" in result.stdout
+    again = push(hub, tmp_path, built, "--revision", "feature/x")
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
+
+
+def test_a_card_the_hub_refuses_stops_the_push_before_any_upload(hub: StubHub, tmp_path: Path, built: Path) -> None:
+    """The card passes the local check (front matter with configs) but not the Hub's: the
+    push asks `validate-yaml` first, so even a push split into several commits lands nothing."""
+    card = built / "README.md"
+    card.write_text(card.read_text().replace("license: apache-2.0", "license: my-own-license"))
+    result = push(hub, tmp_path, built, "--max-commit-files", "2")
+    assert result.returncode == 2, result.stderr
+    assert "the Hub refuses the card's metadata" in result.stderr and '"license" must be one of' in result.stderr
+    assert "nothing was pushed" in result.stderr and "Traceback" not in result.stderr
+    assert [c.message for c in hub.commits(REPO)] == ["initial commit"]
+    assert not any("/commit/" in r.path or "/preupload/" in r.path or r.server == "cas" for r in hub.requests)
+    card.write_text(card.read_text().replace("license: my-own-license", "license: apache-2.0"))
+    assert push(hub, tmp_path, built).returncode == 0
+
+
+def test_tree_listings_are_read_page_by_page(hub: StubHub, tmp_path: Path) -> None:
+    """65 files, 50 per page: the push reads both pages, so it sees the repo as up to date and
+    deletes stale shards that are only on the second page."""
+    many = tmp_path / "many"
+    make_built_folder(many, accepted=120, fallback=0, shards=60)
+    assert push(hub, tmp_path, many).returncode == 0
+    assert len(hub.files(REPO)) == 65 > hub.page_size
+    hub.requests.clear()
+    again = push(hub, tmp_path, many)
+    assert again.returncode == 0 and "up to date (64 files)" in again.stdout, again.stdout + again.stderr
+    tree = [r for r in hub.requests if "/tree/" in r.path]
+    assert len(tree) == 2 and "cursor" in tree[1].query  # the second page, by the Link header
+    fewer = tmp_path / "fewer"
+    make_built_folder(fewer, accepted=120, fallback=0, shards=30)
+    result = push(hub, tmp_path, fewer)
+    assert result.returncode == 0, result.stderr
+    assert "60 deleted" in result.stdout  # 60 shards of 2 rows out, 30 shards of 4 rows in
+    shards = sorted(p for p in hub.files(REPO) if p.startswith("data/"))
+    assert shards == [f"data/train-{i:05d}-of-00030.parquet" for i in range(30)]
 
 
 # --------------------------------------------------------------------------- units
@@ -320,6 +449,25 @@ def test_with_retries_gives_up_on_permanent_errors() -> None:
     with pytest.raises(ValueError):
         with_retries(boom, "x", PushOptions(retries=3), log=lambda m: None, sleep=lambda s: None)
     assert len(calls) == 1
+
+
+def test_with_retries_retries_xet_network_errors_but_not_xet_refusals() -> None:
+    """hf_xet raises ConnectionError for every failed request; a 4xx in it is a refusal."""
+    for message, calls_wanted in [
+        ("Network error: Request error: HTTP status client error (404 Not Found), domain: http://x/api", 1),
+        ("Network error: Request error: HTTP status server error (503 Service Unavailable), domain: http://x", 3),
+        ("Network error: connection reset by peer", 3),
+        ("Network error: Request error: HTTP status client error (429 Too Many Requests), domain: http://x", 3),
+    ]:
+        calls: list[int] = []
+
+        def boom(message: str = message, calls: list[int] = calls) -> None:
+            calls.append(1)
+            raise ConnectionError(message)
+
+        with pytest.raises(ConnectionError):
+            with_retries(boom, "x", PushOptions(retries=2), log=lambda m: None, sleep=lambda s: None)
+        assert len(calls) == calls_wanted, message
 
 
 def test_the_folder_loads_with_datasets_like_the_hub_repo(tmp_path: Path, built: Path) -> None:
