@@ -26,7 +26,7 @@ from raft_data.card import plot_histograms, write_card
 from raft_data.config import PipelineConfig
 from raft_data.errors import RaftDataError
 from raft_data.filter import load_embedder
-from raft_data.load import load_input
+from raft_data.load import check_lengths, load_input
 from raft_data import refine
 from raft_data.refine import STAGES, Models, refine_shard
 from schemas.manifest import (
@@ -103,7 +103,7 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
     started = time.perf_counter()
     folder = Path(cfg.output.dir)
     config_hash = cfg.config_hash()
-    loaded = load_input(cfg.input)
+    loaded = check_lengths(load_input(cfg.input), cfg)  # over-long rows: rejected before any request
     _prepare_folder(folder, config_hash, overwrite)
 
     records = loaded.records

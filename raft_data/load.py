@@ -2,19 +2,24 @@
 
 Every input row ends up either as a `SourceRecord` or as a `RejectedRecord` that says
 file, row, field and reason; with `on_bad_row: fail` the first bad row stops the build.
+Files are read as bytes, so a line or record that is not UTF-8 is one rejected row that
+names its byte offset, not a traceback. `check_lengths` then rejects rows whose prompts
+cannot fit the model (`over_model_length`) before any model is asked anything.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from raft_data.config import InputConfig
+from raft_data.config import InputConfig, PipelineConfig
 from raft_data.errors import RaftDataError
 from schemas.records import RejectedRecord, SourceRecord, row_id
 
@@ -27,6 +32,26 @@ class LoadedInput:
     source: str
     rows_in: int = 0
     columns: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One input row as read: its item (or raw text) and, for a bad row, why and where."""
+
+    row: int
+    item: Any
+    error: str | None = None
+    field: str = "<row>"
+
+
+def _bad_row(on_bad_row: str, rejected: list[RejectedRecord], source: str, row: int, raw: Any, fld: str, reason: str) -> None:
+    """Quarantine a bad row, or stop on it under `on_bad_row: fail`."""
+    if on_bad_row == "fail":
+        raise RaftDataError(
+            f"{source}: row {row}, field '{fld}': {reason} (set input.on_bad_row: quarantine to keep going)"
+        )
+    raw_text = raw if isinstance(raw, str) else json.dumps(raw, default=str, sort_keys=True)
+    rejected.append(RejectedRecord(source_file=source, source_row=row, field=fld, reason=reason, raw=raw_text))
 
 
 def _detect_format(cfg: InputConfig) -> str:
@@ -58,37 +83,167 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (row, object or None, parse error) for each non-blank line."""
-    with path.open(encoding="utf-8") as handle:
-        row = 0
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                yield row, json.loads(line), None
-            except json.JSONDecodeError as err:
-                yield row, line.rstrip("\n"), f"not valid JSON ({err.msg} at column {err.colno})"
+def _not_utf8(err: UnicodeDecodeError, offset: int) -> str:
+    """`offset`: where the decoded bytes start in the file."""
+    bad = err.object[err.start]
+    return (
+        f"not UTF-8 text: byte 0x{bad:02x} at byte offset {offset + err.start} of the file "
+        f"({err.reason}); save the file as UTF-8"
+    )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) for each line of a file, without a leading UTF-8 BOM."""
+    offset = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            start = offset
+            offset += len(raw)
+            if start == 0 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+                start = len(codecs.BOM_UTF8)
+            yield start, raw
+
+
+def _iter_jsonl(path: Path) -> Iterator[_Row]:
+    """One row per non-blank line: the parsed object, or the raw line and why not."""
+    row = 0
+    for offset, raw in _lines(path):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            yield _Row(row, raw.decode("utf-8", "backslashreplace").rstrip("\r\n"), _not_utf8(err, offset))
             row += 1
+            continue
+        try:
+            parsed = _Row(row, json.loads(line))
+        except json.JSONDecodeError as err:
+            parsed = _Row(row, line, f"not valid JSON ({err.msg} at column {err.colno})")
+        except RecursionError:
+            parsed = _Row(row, line, "not valid JSON here (nested too deeply)")
+        yield parsed
+        row += 1
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+def _first_bad_byte(lines: list[tuple[int, bytes]]) -> str | None:
+    for offset, raw in lines:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return _not_utf8(err, offset)
+    return None
+
+
+def _is_utf8(cell: str) -> bool:
+    try:
+        cell.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(cell: str) -> str:
+    """A cell decoded with surrogateescape, with its undecodable bytes as \\xNN."""
+    return cell.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _iter_csv(path: Path) -> Iterator[_Row]:
+    """One row per record, {column: cell} as `csv.DictReader` gives (a short record's
+    missing cells are None).
+
+    The reader is fed lines decoded with `surrogateescape`, so a record with bytes that
+    are not UTF-8 is still parsed (quotes and line breaks included) and is rejected
+    alone, with the column and byte offset of the first bad byte.
+    """
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        for row, item in enumerate(reader):
-            if None in item:
-                yield row, item, "more cells than header columns"
+    pending: list[tuple[int, bytes]] = []  # the lines of the record being read
+
+    def text_lines() -> Iterator[str]:
+        for offset, raw in _lines(path):
+            pending.append((offset, raw))
+            yield raw.decode("utf-8", "surrogateescape")
+
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, 2**31 - 1))  # long cells are measured later, in tokens
+    try:
+        reader = csv.reader(text_lines(), delimiter=delimiter)
+        try:
+            header = next(reader, None)
+        except csv.Error as err:
+            raise RaftDataError(f"{path}: the header line is not valid CSV ({err})") from None
+        if header is None:
+            return
+        bad = _first_bad_byte(pending)
+        if bad is not None:
+            raise RaftDataError(f"{path}: the header line is {bad}")
+        pending.clear()
+        row = 0
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raw = b"".join(r for _, r in pending).decode("utf-8", "backslashreplace")
+                pending.clear()
+                yield _Row(row, raw, f"not valid CSV ({err})")
+                row += 1
+                continue
+            lines = pending[:]
+            pending.clear()
+            if not cells:  # a blank line
+                continue
+            item: dict[str, Any] = dict(zip(header, cells, strict=False))
+            for name in header[len(cells) :]:
+                item.setdefault(name, None)
+            extra = cells[len(header) :]
+            bad = _first_bad_byte(lines)
+            if bad is not None:
+                column = next(
+                    (k for k, v in item.items() if isinstance(v, str) and not _is_utf8(v)), "<row>"
+                )
+                shown = {k: _shown(v) if isinstance(v, str) else v for k, v in item.items()}
+                if extra:
+                    shown["<extra cells>"] = [_shown(c) for c in extra]
+                yield _Row(row, shown, bad, column)
+            elif extra:
+                yield _Row(row, {**item, "<extra cells>": extra}, "more cells than header columns")
             else:
-                yield row, dict(item), None
+                yield _Row(row, item)
+            row += 1
+    finally:
+        csv.field_size_limit(limit)
 
 
-def _iter_table(table: Any) -> Iterator[tuple[int, Any, str | None]]:
-    for row, item in enumerate(table.to_pylist()):
-        yield row, item, None
+def _iter_table(table: Any) -> Iterator[_Row]:
+    """One row per table row. Parquet does not check that strings are UTF-8: a value that
+    is not is a bad row, named by its column."""
+    columns: dict[str, list[Any]] = {}
+    bad: dict[int, tuple[str, str]] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            columns[name] = column.to_pylist()
+        except UnicodeDecodeError:
+            values = []
+            for i in range(len(column)):
+                try:
+                    values.append(column[i].as_py())
+                except UnicodeDecodeError as err:
+                    byte = err.object[err.start]
+                    bad.setdefault(i, (name, f"not UTF-8 text: byte 0x{byte:02x} at byte {err.start} of the value ({err.reason})"))
+                    values.append(None)
+            columns[name] = values
+    for row in range(table.num_rows):
+        item = {name: values[row] for name, values in columns.items()}
+        if row in bad:
+            yield _Row(row, item, bad[row][1], bad[row][0])
+        else:
+            yield _Row(row, item)
 
 
-def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[tuple[int, Any, str | None]], str]:
+def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
     path = Path(cfg.path)
     if fmt in ("jsonl", "csv", "parquet") and not path.is_file():
         raise RaftDataError(f"input.path '{cfg.path}' does not exist or is not a file")
@@ -128,15 +283,21 @@ def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[tuple[int, Any, str | No
     return _iter_table(hub.data.table), hub._fingerprint
 
 
-def _text(value: Any) -> str | None:
-    """Gold answers may be numbers in JSON/Parquet; lists, dicts and blanks are not answers."""
+def _text(value: Any) -> tuple[str | None, str]:
+    """(text, why not). Gold answers may be numbers in JSON/Parquet; lists, dicts, blanks,
+    NaN and strings that cannot be written as UTF-8 are not answers."""
     if isinstance(value, bool) or value is None:
-        return None
+        return None, f"empty or not text ({type(value).__name__})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, f"not a finite number ({value})"
     if isinstance(value, (int, float)):
-        return str(value)
+        return str(value), ""
     if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
+        if not _is_utf8(value):
+            bad = next(ch for ch in value if not _is_utf8(ch))
+            return None, f"not text: holds the lone surrogate U+{ord(bad):04X}, which has no UTF-8 form"
+        return value.strip(), ""
+    return None, f"empty or not text ({type(value).__name__})"
 
 
 def _metadata(item: dict[str, Any], fields: list[str]) -> str:
@@ -154,20 +315,15 @@ def load_input(cfg: InputConfig) -> LoadedInput:
     rows_in = 0
 
     def reject(row: int, raw: Any, fld: str, reason: str) -> None:
-        message = f"{source}: row {row}, field '{fld}': {reason}"
-        if cfg.on_bad_row == "fail":
-            raise RaftDataError(message + " (set input.on_bad_row: quarantine to keep going)")
-        raw_text = raw if isinstance(raw, str) else json.dumps(raw, default=str, sort_keys=True)
-        rejected.append(
-            RejectedRecord(source_file=source, source_row=row, field=fld, reason=reason, raw=raw_text)
-        )
+        _bad_row(cfg.on_bad_row, rejected, source, row, raw, fld, reason)
 
-    for row, item, error in rows:
+    for parsed in rows:
         if cfg.limit is not None and rows_in >= cfg.limit:
             break
         rows_in += 1
-        if error is not None:
-            reject(row, item, "<row>", error)
+        row, item = parsed.row, parsed.item
+        if parsed.error is not None:
+            reject(row, item, parsed.field, parsed.error)
             continue
         if not isinstance(item, dict):
             reject(row, item, "<row>", f"expected an object with fields, got {type(item).__name__}")
@@ -179,9 +335,9 @@ def load_input(cfg: InputConfig) -> LoadedInput:
                 reject(row, item, name, f"missing (the {role} field; set input.{role}_field to map another column)")
                 bad = True
                 break
-            text = _text(item[name])
+            text, why = _text(item[name])
             if text is None:
-                reject(row, item, name, f"empty or not text ({type(item[name]).__name__})")
+                reject(row, item, name, why)
                 bad = True
                 break
             values[role] = text
@@ -189,7 +345,7 @@ def load_input(cfg: InputConfig) -> LoadedInput:
             continue
         domain = cfg.domain
         if cfg.domain_field is not None:
-            domain = _text(item.get(cfg.domain_field)) or cfg.domain
+            domain = _text(item.get(cfg.domain_field))[0] or cfg.domain
         rid = row_id(domain, values["question"], values["answer"])
         if rid in seen:
             reject(row, item, cfg.question_field, f"duplicate of row {seen[rid]} (same domain, question and answer)")
@@ -209,3 +365,173 @@ def load_input(cfg: InputConfig) -> LoadedInput:
     if rows_in == 0:
         raise RaftDataError(f"input.path '{source}': no rows found")
     return LoadedInput(records, rejected, fingerprint, source, rows_in)
+
+
+# Tokens kept where a generated text (a rewrite in the fusion prompt, a candidate in the
+# judge prompt) joins the prompt text around it: re-encoding decoded text and merges at
+# the two joins can add a few tokens to its own count.
+JOIN_MARGIN = 8
+
+
+def _byte_level_max_token_bytes(tokenizer: Any) -> int | None:
+    """The most text bytes one token can cover, for a byte-level BPE tokenizer without a
+    normalizer (every token then covers at least one byte and at most this many); None
+    for other tokenizers, whose prompts are always counted exactly."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = {p.get("type") for p in parts}
+    if (
+        spec.get("normalizer") is not None
+        or (spec.get("model") or {}).get("type") != "BPE"
+        or "ByteLevel" not in kinds
+        or not kinds <= {"ByteLevel", "Split", "Digits"}
+        or any(p.get("behavior") == "Removed" for p in parts)
+    ):
+        return None
+    longest = max((len(t) for t in spec["model"]["vocab"]), default=1)  # one char per byte
+    added = max((len(t["content"].encode("utf-8")) for t in spec.get("added_tokens", [])), default=1)
+    return max(longest, added, 1)
+
+
+class _Counter:
+    """Token counts of one tokenizer's chat prompts, from byte bounds when they decide."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.max_token_bytes = _byte_level_max_token_bytes(tokenizer)
+        self._wrap: dict[str | None, int | None] = {}
+
+    def render(self, user: str, system: str | None) -> str:
+        # the text `backends.render_chat` tokenizes
+        messages = [{"role": "user", "content": user}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        return str(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    def wrap_bytes(self, system: str | None) -> int | None:
+        """Bytes the chat template adds around the user text; None if it does not just
+        place the text once."""
+        if system not in self._wrap:
+            mark = "RAFT-USER-TEXT-7f3a"
+            text = self.render(mark, system)
+            self._wrap[system] = len(text.encode("utf-8")) - len(mark) if text.count(mark) == 1 else None
+        return self._wrap[system]
+
+    def count(self, user: str, system: str | None, budget: int) -> tuple[int, bool, int] | None:
+        """None if the chat prompt surely has at most `budget` tokens; else (tokens, exact?,
+        bytes): an exact count, or a lower bound already over the budget."""
+        from raft_data.backends import render_chat
+
+        wrap = self.wrap_bytes(system) if self.max_token_bytes is not None else None
+        if wrap is not None and wrap + len(user.encode("utf-8")) <= budget:
+            return None  # a byte-level token covers at least one byte
+        size = len(self.render(user, system).encode("utf-8"))
+        if self.max_token_bytes is not None and -(-size // self.max_token_bytes) > budget:
+            return -(-size // self.max_token_bytes), False, size
+        tokens = len(render_chat(self.tokenizer, user, system))
+        return (tokens, True, size) if tokens > budget else None
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """The longest prompt a stage builds for a row, and the tokens that may come on top."""
+
+    stage: str
+    counter: _Counter
+    template: str
+    system: str | None
+    fill: dict[str, str]  # placeholders filled by generated text (left empty here)
+    extra: int  # tokens appended to the chat prompt (the judge's prefill)
+    reserve: int  # generated text quoted in the prompt (+ margin) and the generation
+
+
+def _length_prompts(cfg: PipelineConfig) -> list[_Prompt]:
+    """Every request a row leads to, with a bound on its length:
+
+    - rewrite: chat(rewrite template(q, a)) + rewrite.max_new_tokens generated;
+    - fusion: chat(fusion template(q, a, rewrite)) + fusion.max_new_tokens, where the
+      rewrite has at most rewrite.max_new_tokens tokens (+ JOIN_MARGIN);
+    - each judge: chat(judge template(q, a, candidate)) + prefill + judge max_new_tokens,
+      the candidate having at most fusion.max_new_tokens tokens (+ JOIN_MARGIN).
+
+    The NLL measurements ask for chat(q) + an answer no longer than these, so they fit too.
+    """
+    from transformers import AutoTokenizer
+
+    from schemas.errors import SchemaError
+    from schemas.model_registry import resolve_model
+
+    counters: dict[str, _Counter] = {}
+
+    def counter(name: str, revision: str | None = None) -> _Counter:
+        try:
+            path = str(resolve_model(name, revision).path)
+        except SchemaError as err:
+            raise RaftDataError(str(err)) from None
+        if path not in counters:
+            counters[path] = _Counter(AutoTokenizer.from_pretrained(path))
+        return counters[path]
+
+    rw = cfg.rewrite.sampling.max_new_tokens
+    prompts = [_Prompt("rewrite", counter(cfg.model, cfg.model_revision), cfg.rewrite.prompt_template,
+                       cfg.rewrite.system_prompt, {}, 0, rw)]
+    if cfg.fusion.enabled:
+        fu = cfg.fusion.sampling.max_new_tokens
+        prompts.append(_Prompt("fusion", counter(cfg.fusion_model), cfg.fusion.prompt_template, None,
+                               {"rewrite": ""}, 0, rw + JOIN_MARGIN + fu))
+        for name in dict.fromkeys(cfg.judge_models):
+            judge = counter(name)
+            prefill = len(judge.tokenizer(cfg.fusion.judge_prefill, add_special_tokens=False)["input_ids"])
+            prompts.append(_Prompt("judge", judge, cfg.fusion.judge_template, None, {"candidate": ""},
+                                   prefill, fu + JOIN_MARGIN + cfg.fusion.judge_sampling.max_new_tokens))
+    return prompts
+
+
+def check_lengths(loaded: LoadedInput, cfg: PipelineConfig) -> LoadedInput:
+    """Reject (`over_model_length`) the rows whose longest prompt plus the tokens it may
+    generate would not fit `backend.max_model_len`, before any request is sent.
+
+    Tokens are counted with each model's own tokenizer. A row is not tokenized when its
+    size in bytes decides: at most one token per byte (it fits), or at least one token per
+    `max_token_bytes` bytes (it does not); both hold for byte-level BPE tokenizers only,
+    and other tokenizers count every prompt exactly.
+    """
+    if not loaded.records:
+        return loaded
+    limit = cfg.backend.max_model_len
+    prompts = _length_prompts(cfg)
+    kept: list[SourceRecord] = []
+    rejected = list(loaded.rejected)
+    for record in loaded.records:
+        for p in prompts:
+            user = p.template.format(question=record.question, answer=record.gold_answer, **p.fill)
+            found = p.counter.count(user, p.system, limit - p.reserve - p.extra)
+            if found is None:
+                continue
+            tokens, exact, size = found
+            tokens += p.extra
+            long_q = len(record.question.encode("utf-8")) > len(record.gold_answer.encode("utf-8"))
+            fld = cfg.input.question_field if long_q else cfg.input.answer_field
+            reason = (
+                f"over_model_length: the {p.stage} prompt has {'' if exact else 'at least '}{tokens} "
+                f"tokens ({size} bytes); with the {p.reserve} kept for generated text it needs "
+                f"{tokens + p.reserve} > backend.max_model_len {limit}"
+            )
+            raw = {
+                cfg.input.question_field: record.question,
+                cfg.input.answer_field: record.gold_answer,
+                "domain": record.domain,
+                "metadata": json.loads(record.metadata),
+            }
+            _bad_row(cfg.input.on_bad_row, rejected, loaded.source, record.source_row, raw, fld, reason)
+            break
+        else:
+            kept.append(record)
+    if len(kept) == len(loaded.records):
+        return loaded
+    rejected.sort(key=lambda r: r.source_row)
+    return replace(loaded, records=kept, rejected=rejected)
