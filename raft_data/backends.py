@@ -53,13 +53,39 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+_SLOT = "\u27e6raft-content-{}\u27e7"
+
+
 def render_chat(tokenizer: Any, user: str, system: str | None = None) -> list[int]:
-    """Token ids of a one-turn chat prompt ending where the assistant starts to write."""
-    messages = [{"role": "user", "content": user}]
+    """Token ids of a one-turn chat prompt ending where the assistant starts to write.
+
+    Data is text, never control tokens: a question or answer that contains "<|im_end|>"
+    must not close the user turn and open one of its own (prompt injection through the
+    data set). The template is rendered around placeholders; its own pieces are tokenised
+    normally, and the contents with `split_special_tokens=True`, so "<|im_end|>" inside
+    them becomes plain characters. Ordinary text gets the same ids as before.
+    """
+    contents = [user] if system is None else [system, user]
+    messages = [{"role": "user", "content": _SLOT.format(len(contents) - 1)}]
     if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
+        messages.insert(0, {"role": "system", "content": _SLOT.format(0)})
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids: list[int] = []
+    for i, content in enumerate(contents):
+        before, sep, text = text.partition(_SLOT.format(i))
+        if not sep:
+            raise RaftDataError(
+                "the model's chat template changed the message text it was given; raft-data "
+                "cannot keep data apart from control tokens with it"
+            )
+        ids += _ids(tokenizer, before, split=False) + _ids(tokenizer, content, split=True)
+    return ids + _ids(tokenizer, text, split=False)
+
+
+def _ids(tokenizer: Any, text: str, split: bool) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
 
 
 def answer_ids(tokenizer: Any, answer: str) -> list[int]:
@@ -231,10 +257,18 @@ class VLLMBackend:
         ]
 
     def close(self) -> None:
-        """Stop the engine's worker processes now rather than at interpreter exit."""
+        """Stop the engine now, not at interpreter exit: its core and workers, then the
+        torch.distributed group an in-process worker opened. A gloo group left to the
+        interpreter's teardown destroys its threads while they run, and the process ends
+        in std::terminate (SIGABRT, exit 134) after a build that succeeded."""
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
+        del self.llm
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
 
     def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
         from vllm import SamplingParams, TokensPrompt

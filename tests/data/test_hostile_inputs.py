@@ -109,8 +109,8 @@ CASES: list[tuple[str, int | None, str, str, str, str]] = [
 
 KEPT = "goes to the model, then accepted or fallback"
 NOTES = {
-    ("injection.jsonl", 1): KEPT + "; known gap: `backends.render_chat` parses `<|im_end|>` in the "
-    "text as the control token, so the text can end the user turn and open another",
+    ("injection.jsonl", 1): KEPT + "; `<|im_end|>` in the text stays text (tokenised with "
+    "split_special_tokens), so it cannot end the user turn (tests/data/test_render_chat.py)",
 }
 
 
