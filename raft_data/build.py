@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from raft_data import refine
 from raft_data.backends import open_backend
 from raft_data.cache import CallCache
 from raft_data.card import plot_histograms, write_card
@@ -27,7 +28,6 @@ from raft_data.config import PipelineConfig
 from raft_data.errors import RaftDataError
 from raft_data.filter import load_embedder
 from raft_data.load import check_lengths, load_input
-from raft_data import refine
 from raft_data.refine import STAGES, Models, refine_shard
 from schemas.manifest import (
     CompatibilityGap,
