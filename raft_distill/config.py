@@ -100,7 +100,8 @@ class TeacherConfig(_Strict):
         default="chat",
         description="chat: the template text as the user turn of the chat template, then the "
         "assistant header, as the student samples z (paper silent; SDFT/OPSD/TRL do this); "
-        "plain: the text as is (the paper's layout)",
+        "plain: the text as is (the paper's layout; with a chat student z starts a line, so "
+        "the first position stays an outlier: docs/teacher_boundary.json)",
     )
     max_context_tokens: int = Field(
         default=2048, gt=0, description="teacher context (template with y^ and x) token limit"

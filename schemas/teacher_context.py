@@ -12,6 +12,9 @@ formats:
   demonstration-conditioned teachers do (SDFT, OPSD, TRL's self-distillation trainers). A
   tokenizer without a chat template falls back to `plain`, as the student's prompt does.
 - `plain`: the text as is (the paper's layout), with the tokenizer's BOS where it adds one.
+  With a chat student z starts a line ("The", not " The"), so the teacher still reads it
+  at an unnatural boundary: on SmolLM2 the first-position KL stays ~4.5 nats against ~0.2
+  elsewhere, 0.5 with `chat` (benchmarks/teacher_boundary.py, docs/teacher_boundary.json).
 
 Either way the text ends WITHOUT trailing whitespace ("Answer:", rendered text is
 right-stripped): a context tokenized alone and ending in a space leaves an orphan
