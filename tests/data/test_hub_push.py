@@ -328,21 +328,24 @@ def test_push_through_git_lfs_when_xet_is_disabled(hub: StubHub, tmp_path: Path,
         assert files[rel] == (built / rel).read_bytes(), rel
 
 
-def test_a_commit_whose_answer_is_lost_is_not_sent_again(hub: StubHub, tmp_path: Path, built: Path) -> None:
-    """The Hub applies the commit (new shard in, two stale shards deleted) but the answer
-    never arrives: the retry re-reads the branch, sees the commit there and stops, instead of
-    resending the deletions (a 404 from the Hub) or committing twice."""
+@pytest.mark.parametrize(("extra", "parts"), [((), 1), (("--max-commit-files", "1"), 2)])
+def test_a_commit_whose_answer_is_lost_is_not_sent_again(
+    hub: StubHub, tmp_path: Path, built: Path, extra: tuple[str, ...], parts: int
+) -> None:
+    """The Hub applies the (first) commit but the answer never arrives: the retry re-reads the
+    branch, sees the commit there and goes on, instead of resending it (with one commit: its
+    deletions of two stale shards, a 404 from the Hub) or committing twice."""
     assert push(hub, tmp_path, built).returncode == 0
     rebuilt = tmp_path / "out2"
     make_built_folder(rebuilt, shards=1)
     hub.requests.clear()
     hub.drop_response("POST", "/commit/")
-    result = push(hub, tmp_path, rebuilt)
+    result = push(hub, tmp_path, rebuilt, *extra)
     assert result.returncode == 0, result.stderr
-    assert "commit 1/1 is already on the Hub (its answer was lost)" in result.stderr
+    assert f"commit 1/{parts} is already on the Hub (its answer was lost)" in result.stderr
     assert "404" not in result.stderr + result.stdout
-    assert len([r for r in hub.requests if r.method == "POST" and "/commit/" in r.path]) == 1
-    assert len(hub.commits(REPO)) == 3  # initial, first push, this one: no duplicate
+    assert len([r for r in hub.requests if r.method == "POST" and "/commit/" in r.path]) == parts
+    assert len(hub.commits(REPO)) == 2 + parts  # initial, first push, this one's parts: no duplicate
     files = hub.files(REPO)
     assert sorted(p for p in files if p.startswith("data/")) == ["data/train-00000-of-00001.parquet"]
     assert files["data/train-00000-of-00001.parquet"] == (rebuilt / "data/train-00000-of-00001.parquet").read_bytes()
