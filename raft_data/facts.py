@@ -1,6 +1,6 @@
 """The facts a rewrite must not change: numbers, symbols, names and choice letters.
 
-Stage 1's filter (METHOD.md stage 1.2) keeps a rewrite when its embedding is close to the
+Stage 1's filter (docs/METHOD.md stage 1.2) keeps a rewrite when its embedding is close to the
 gold answer's. A cosine cannot tell "element 26" from "element 62", "A. Al" from "B. Al",
 or quantum from classical mechanics, so this module reads the facts themselves:
 

@@ -1,6 +1,6 @@
 """Step 2: keep a rewrite only if it still says what the gold answer says.
 
-Semantic check (METHOD.md stage 1.2): s = cosine(phi(y), phi(y~)) >= tau, phi a
+Semantic check (docs/METHOD.md stage 1.2): s = cosine(phi(y), phi(y~)) >= tau, phi a
 sentence-embedding model. Checks added by this project, because a cosine stays high when a
 fact changes but the topic does not (`raft_data/facts.py`): a rewrite that contradicts
 gold (a number, symbol, name or choice letter that neither gold nor the question holds)

@@ -1,6 +1,6 @@
 """Step 3: a fusion model merges gold y and accepted rewrite y~ into y^; judges score it.
 
-Per METHOD.md stage 1.3: over up to R rounds a new fusion candidate is drawn for each row
+Per docs/METHOD.md stage 1.3: over up to R rounds a new fusion candidate is drawn for each row
 still below the stop score; each judge scores it in [0, 1]; the candidate with the best
 mean score is kept, and a row stops early once its mean reaches the stop score (0.8).
 Judge output that does not parse is recorded and left out of the mean, never fatal.

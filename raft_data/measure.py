@@ -3,7 +3,7 @@
 - Teacher context length: stage 2 feeds the teacher reference + question + trajectory,
   long by construction; rows that will not fit are flagged here, never truncated later.
   The count uses the shared `schemas.teacher_context_ids`, so it is stage 2's context.
-- Supervision-compatibility gap (METHOD.md "the problem", cause 1): the original model's
+- Supervision-compatibility gap (docs/METHOD.md "the problem", cause 1): the original model's
   mean per-token NLL on gold vs final answers; refinement should lower it.
 """
 

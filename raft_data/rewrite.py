@@ -1,6 +1,6 @@
 """Step 1: the original model writes its own answer given question and gold answer.
 
-y~ ~ p(. | x, y) (METHOD.md stage 1.1): the prompt shows the gold answer as a reference,
+y~ ~ p(. | x, y) (docs/METHOD.md stage 1.1): the prompt shows the gold answer as a reference,
 so the rewrite keeps its facts in the model's own words and format.
 """
 

@@ -38,7 +38,7 @@ class SourceRecord(BaseModel):
 class RefinedRecord(SourceRecord):
     """Stage-1 output for one input row: every score, the decision and its reason.
 
-    `final_answer` is y^ in METHOD.md: the fused answer for accepted rows, the gold answer
+    `final_answer` is y^ in docs/METHOD.md: the fused answer for accepted rows, the gold answer
     for rows that fell back. Stage 2 trains on it.
     """
 
