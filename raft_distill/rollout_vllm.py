@@ -84,12 +84,12 @@ class VLLMRollout:
         from vllm import LLM
 
         cuda = torch.cuda.is_available()
+        kwargs: dict[str, Any] = {}
         if not cuda:
-            cpu_defaults()
+            kwargs.update(cpu_defaults(rollout.vllm_max_model_len))
         # a 1-process run has no process group yet: vLLM makes one, and close() removes it
         self._owns_group = not torch.distributed.is_initialized()
         self._env_added = _distributed_env(rank, local_rank, world)
-        kwargs: dict[str, Any] = {}
         if cuda:
             kwargs["gpu_memory_utilization"] = rollout.vllm_gpu_memory_utilization
         self.llm = LLM(

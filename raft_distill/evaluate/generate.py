@@ -106,8 +106,9 @@ class VLLMGenerator:
         from vllm import LLM
 
         cuda = _cuda()
+        engine_kwargs: dict[str, Any] = {}
         if not cuda:
-            cpu_defaults()
+            engine_kwargs = cpu_defaults(max_model_len)
             if dtype not in ("auto", "float32"):
                 raise DistillError(
                     "dtype: vLLM on CPU gives wrong text in eager bf16/fp16; use float32 "
@@ -121,6 +122,7 @@ class VLLMGenerator:
             seed=0,
             max_model_len=max_model_len,
             enforce_eager=not cuda,
+            **engine_kwargs,
         )
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
