@@ -26,6 +26,9 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?")
 _LIST_MARKER = re.compile(r"(?m)^\s*\d+[.)](?=\s)")
 _WORD = re.compile(r"[^\W\d_][^\W_]*", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?]\s+$|^\s*$|\n\s*$")
+# Where a capital may be positional too: after a list bullet, markdown emphasis, a quote or a
+# bracket ("- Located in", "**Iron**"), and, for names only, after a colon ("Answer: The").
+_CLAUSE_START = re.compile(r"(?:\n\s*(?:[-*\u2022]|\d+[.)])|\*\*|[\"'(\[])\s*$")
 # Symbols (He, Fe, H) and formulas or codes (NaCl, H2O, CO2): compared case-sensitively.
 _SYMBOL = re.compile(r"^[A-Z][a-z]?$")
 _FORMULA = re.compile(r"^(?:[A-Z][a-z]?\d*){2,}$|^[A-Z][a-z]?\d+$")
@@ -54,6 +57,8 @@ _CHOICE_PATTERNS = (
 class Token:
     text: str
     sentence_start: bool
+    clause_start: bool  # a sentence start, or after a bullet, emphasis, quote or bracket
+    after_colon: bool
     label: bool  # followed by ':' ("Symbol: He", "Te: Tellurium")
     notation: bool  # a variable in notation ("Z = 1")
 
@@ -72,9 +77,11 @@ def tokens(text: str) -> list[Token]:
     for m in _WORD.finditer(text):
         before, after = text[: m.start()], text[m.end() :]
         start = bool(_SENTENCE_END.search(before)) or not before.strip()
+        clause = start or bool(_CLAUSE_START.search(before))
+        colon = bool(re.search(r":\s*$", before))
         label = after.startswith(":")
         notation = len(m.group()) == 1 and bool(re.match(r"\s*=", after))
-        out.append(Token(m.group(), start, label, notation))
+        out.append(Token(m.group(), start, clause, colon, label, notation))
     return out
 
 
@@ -90,7 +97,7 @@ def _is_symbol(word: str) -> bool:
 
 def _ambiguous(tok: Token) -> bool:
     """A capitalised common word at a sentence start, or the pronoun/article I/A."""
-    return tok.text in _PRONOUNS or (tok.sentence_start and tok.text.lower() in _COMMON)
+    return tok.text in _PRONOUNS or (tok.clause_start and tok.text.lower() in _COMMON)
 
 
 def option_labels(question: str) -> set[str]:
@@ -119,10 +126,18 @@ def extract(text: str, labels: set[str] | frozenset[str] = frozenset()) -> Facts
             continue
         if _is_symbol(word):
             symbols.append(word)
-        elif len(word) >= 3 and not tok.label and (not tok.sentence_start or _inner_caps(word)):
+        elif _is_name(tok):
             names.append(word)
     choice = chosen_letter(text, set(labels))
     return Facts(tuple(numbers(text)), tuple(dict.fromkeys(symbols)), tuple(dict.fromkeys(names)), choice)
+
+
+def _is_name(tok: Token) -> bool:
+    """A capitalised word that is not capitalised by its position and is no common word."""
+    word = tok.text
+    if len(word) < 3 or tok.label or word.lower() in _COMMON:
+        return False
+    return not (tok.clause_start or tok.after_colon) or _inner_caps(word)
 
 
 def _inner_caps(word: str) -> bool:

@@ -46,6 +46,12 @@ def test_stop_words_no_longer_hide_symbols() -> None:
     assert extract("Hydrogen (H); Z = 1.").symbols == ("H",)
 
 
+def test_positional_capitals_are_not_names() -> None:
+    """Bullets, emphasis and "Answer: The" capitalise ordinary words; they are not facts."""
+    rewrite = "Answer: The symbol of Iron is Fe.\n- Located in period 4.\n- It is element 26.\n**Iron** rusts."
+    assert contradictions(GOLD, Q_FE, rewrite, 90) == []
+
+
 def test_contradictions_numbers_symbols_names_and_choice_letters() -> None:
     assert contradictions(GOLD, Q_FE, "Iron's symbol is Fe, element 26.", 90) == []
     assert contradictions(GOLD, Q_FE, "Iron's symbol is Fe, element 62.", 90) == ["number 62"]
