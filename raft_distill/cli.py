@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import cast
 
 import click
 
@@ -39,6 +40,41 @@ def fit(config: str, resume: bool, overrides: tuple[str, ...]) -> None:
         sys.exit(2)
     if result.is_main_process:
         click.echo(json.dumps(result.summary, indent=2))
+
+
+@main.command()
+@click.option("--base", required=True, help="the pre-trained model: embedded name, HF folder or Hub id")
+@click.option("--finetuned", required=True, help="the fine-tuned model folder (e.g. runs/x/final)")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="pruned HF folder")
+@click.option(
+    "--ratio",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.9,
+    show_default=True,
+    help="fraction of each matrix's task-vector entries zeroed (the paper's 90%)",
+)
+@click.option(
+    "--targets",
+    type=click.Choice(["linear", "all"]),
+    default="linear",
+    show_default=True,
+    help="linear: the decoder layers' projection weights (embeddings, head, norms stay "
+    "fine-tuned); all: every floating-point tensor",
+)
+@click.option("--overwrite", is_flag=True, help="replace a non-empty output folder")
+def prune(base: str, finetuned: str, output: str, ratio: float, targets: str, overwrite: bool) -> None:
+    """FAPM (arXiv 2509.08255): prune the task vector W_ft - W_pre of a fine-tuned model by
+    |dW| - mean(|W_pre|) * |dW| / |W_pre|, per matrix; no training, no data."""
+    try:
+        from raft_distill.prune import Targets
+        from raft_distill.prune import prune as run_prune
+
+        kind = cast(Targets, targets)
+        report = run_prune(base, finetuned, output, ratio=ratio, targets=kind, overwrite=overwrite)
+    except (DistillError, SchemaError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps(report, indent=2))
 
 
 def _register_commands() -> None:

@@ -6,6 +6,9 @@ finished before (`final/` and `summary.json` there: resumable; a run stopped mid
 checkpoint continues with `resume`), then evaluate the base model and every final model in
 one `raft-distill eval` run (models already evaluated with the same suites and not
 retrained are reused from `<out>/eval/`), then write `<out>/report.{md,json,png}`.
+Between the fits and the eval, each prune arm (`fapm`) prunes its source arm's final model
+per seed into `<out>/fapm/seed<k>/final` (redone when the source was retrained or the
+prune settings changed).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from raft_distill.config import config_from_dict as fit_config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.config import SUITES, EvalConfig, ModelEntry
 from raft_distill.evaluate.config import config_from_dict as eval_config_from_dict
-from raft_distill.replicate.config import ARMS, ReplicateConfig, set_dotted
+from raft_distill.replicate.config import ARMS, PRUNE_ARMS, ReplicateConfig, set_dotted
 from raft_distill.replicate.report import markdown, plot
 from raft_distill.replicate.table import METRICS, arm_table
 from schemas.config_files import read_config_mapping
@@ -45,8 +48,16 @@ def fit_configs(cfg: ReplicateConfig) -> dict[tuple[str, int], FitConfig]:
     out: dict[tuple[str, int], FitConfig] = {}
     for arm, seed in cfg.runs():
         raw = copy.deepcopy(shared)
+        if arm == "raft_ema_plain" and (raw.get("teacher") or {}).get("format") == "plain":
+            raise DistillError(
+                f"arm raft_ema_plain is the plain-vs-chat teacher ablation of raft_ema, but "
+                f"{cfg.fit_config} + fit_overrides already set teacher.format: plain for every "
+                "arm; set it to chat (the default) or drop raft_ema_plain"
+            )
         for key, value in (ARMS[arm] or {}).items():
             set_dotted(raw, key, value, f"arm {arm}")
+        if arm in cfg.arm_data:
+            set_dotted(raw, "data.path", cfg.arm_data[arm], f"arm_data.{arm}")
         set_dotted(raw, "train.seed", seed, "replicate")
         set_dotted(raw, "train.output_dir", str(cfg.run_dir(arm, seed)), "replicate")
         out[(arm, seed)] = fit_config_from_dict(
@@ -135,6 +146,58 @@ def run_fits(
     return trained
 
 
+def run_prunes(
+    cfg: ReplicateConfig,
+    configs: dict[tuple[str, int], FitConfig],
+    retrained: set[str],
+    log: Log,
+) -> set[str]:
+    """FAPM-prune the source arm's final model at each seed unless done before with the same
+    settings and an unchanged source; returns the eval names of the models (re)pruned."""
+    from raft_distill.prune import REPORT_FILE, prune
+
+    pruned: set[str] = set()
+    for arm, seed in cfg.prune_runs():
+        source = cfg.prune.source
+        source_dir = cfg.run_dir(source, seed) / "final"
+        out = cfg.run_dir(arm, seed)
+        settings = {"ratio": cfg.prune.ratio, "targets": cfg.prune.targets, "finetuned": str(source_dir)}
+        # the source's summary.json is rewritten by every fit that finishes: its mtime tells
+        # a retrained source even when the retraining happened in a run that stopped after
+        stamp = (cfg.run_dir(source, seed) / "summary.json").stat().st_mtime_ns
+        tag = f"[{arm} seed {seed}]"
+        done = _read_json(out / "final" / REPORT_FILE) or {}
+        info = _read_json(out / "replicate_fit.json") or {}
+        if (
+            model_name(source, seed) not in retrained
+            and {k: done.get(k) for k in settings} == settings
+            and info.get("source_stamp") == stamp
+        ):
+            log(f"{tag} pruned before, skipped ({out}/final)")
+            continue
+        log(f"{tag} FAPM ratio {cfg.prune.ratio} on {source_dir} -> {out}/final")
+        (out / "replicate_fit.json").unlink(missing_ok=True)
+        start = time.perf_counter()
+        report = prune(
+            configs[(source, seed)].model.student,
+            str(source_dir),
+            out / "final",
+            ratio=cfg.prune.ratio,
+            targets=cfg.prune.targets,
+            overwrite=True,
+        )
+        seconds = time.perf_counter() - start
+        _write_json(
+            out / "replicate_fit.json",
+            {"seconds": round(seconds, 1), "pruned_from": model_name(source, seed),
+             "source_stamp": stamp, "kept_fraction": report["kept_fraction"]},
+        )
+        pruned.add(model_name(arm, seed))
+        gc.collect()
+        log(f"{tag} done in {seconds:.0f} s")
+    return pruned
+
+
 def run_eval(
     cfg: ReplicateConfig, models: list[ModelEntry], retrained: set[str], log: Log
 ) -> list[dict[str, Any]]:
@@ -209,6 +272,10 @@ def build_report(
             run_dir = cfg.run_dir(arm, seed)
             last = _last_metrics(run_dir)
             fit_info = _read_json(run_dir / "replicate_fit.json") or {}
+            if arm in PRUNE_ARMS:
+                run.update(pruned_from=fit_info.get("pruned_from"), prune=cfg.prune.model_dump())
+            if arm in cfg.arm_data:
+                run.update(data=cfg.arm_data[arm])
             run.update(
                 final_lambda=last.get("lambda"),
                 final_ce_kl_ratio=last.get("ce_kl_ratio"),
@@ -239,7 +306,9 @@ def build_report(
         "cwd": str(Path.cwd()),
         "seeds": cfg.seeds,
         "arms_requested": list(cfg.arms),
-        "all_seeds_arms": [a for a in cfg.arms if a in cfg.all_seeds_arms and ARMS[a]],
+        "all_seeds_arms": cfg.every_seed_arms(),
+        "arm_data": cfg.arm_data,
+        "prune": cfg.prune.model_dump() if any(a in PRUNE_ARMS for a in cfg.arms) else None,
         "fit_config": cfg.fit_config,
         "fit_overrides": cfg.fit_overrides,
         "eval_config": cfg.eval_config,
@@ -267,11 +336,13 @@ def replicate(cfg: ReplicateConfig, command: str, log: Log = print) -> dict[str,
     """Run the whole replication for a validated config; returns report.json's content."""
     configs = fit_configs(cfg)
     entries: list[tuple[str, int | None, ModelEntry]] = []
-    if "base" in cfg.arms:
-        entries.append(("base", None, ModelEntry(name="base", path=base_model(cfg))))
-    for arm, seed in configs:
-        path = str(cfg.run_dir(arm, seed) / "final")
-        entries.append((arm, seed, ModelEntry(name=model_name(arm, seed), path=path)))
+    for arm in cfg.arms:
+        if arm == "base":
+            entries.append(("base", None, ModelEntry(name="base", path=base_model(cfg))))
+            continue
+        for seed in cfg.arm_seeds(arm):
+            path = str(cfg.run_dir(arm, seed) / "final")
+            entries.append((arm, seed, ModelEntry(name=model_name(arm, seed), path=path)))
     models = [e for _, _, e in entries]
     ecfg = eval_config(cfg, models)  # validate before any training
     out = Path(cfg.output_dir)
@@ -281,6 +352,7 @@ def replicate(cfg: ReplicateConfig, command: str, log: Log = print) -> dict[str,
     )
 
     retrained = run_fits(cfg, configs, log)
+    retrained |= run_prunes(cfg, configs, retrained, log)
     results = run_eval(cfg, models, retrained, log)
     report = build_report(cfg, entries, results, command, ecfg)
     plot(report, out / "report.png")

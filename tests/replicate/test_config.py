@@ -9,7 +9,7 @@ import pytest
 
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.config import ModelEntry
-from raft_distill.replicate.config import ARMS, config_from_dict, load_replicate_config
+from raft_distill.replicate.config import DEFAULT_ARMS, config_from_dict, load_replicate_config
 from raft_distill.replicate.run import eval_config, fit_configs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def _err(raw: dict[str, Any]) -> str:
 
 def test_defaults_and_plan():
     cfg = config_from_dict(dict(MIN))
-    assert cfg.seeds == [0, 1] and cfg.arms == list(ARMS)
+    assert cfg.seeds == [0, 1] and cfg.arms == DEFAULT_ARMS
     assert cfg.runs() == [
         ("sft_raw", 0), ("sft_raw", 1), ("sft_fused", 0), ("on_policy", 0),
         ("raft_ema", 0), ("raft_ema", 1), ("raft_fixed_0.1", 0), ("raft_fixed_1.0", 0),

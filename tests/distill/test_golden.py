@@ -1,0 +1,90 @@
+"""Pinned losses: 3 steps of `fit` on the tiny models, compared with hard-coded numbers.
+
+As torchtune's recipe tests do: a refactor of the trainer that changes any number fails
+here loudly, not in a quality drift weeks later. The models are the session's tiny random
+Llamas (student seed 0, teacher seed 1), transformers rollouts sampled with the fixed
+`train.seed`, float32 on CPU. The numbers hold for this torch/transformers build
+(torch 2.13.0+cpu, transformers 5.19.0); a new build may move them in the last digits:
+rerun with `-s` and the failure prints the new table to paste, after checking that the
+change comes from the library and not from the code.
+
+What each case pins: `raft-ema` the two-phase gradient (g_SFT + lambda * g_KL with the EMA
+lambda) over 2 micro-batches; `raft-fixed` the one-phase weighted KL backward; `sft` and
+`on-policy` each loss term alone. Losses at steps 2 and 3 depend on the weights after
+each optimizer step, so they pin the gradients and the AdamW step as well.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from raft_distill.config import config_from_dict
+from raft_distill.train import fit
+
+from .conftest import tiny_config
+
+KEYS = ("loss", "loss_sft", "loss_kl", "lambda", "grad_norm", "trajectory_tokens")
+
+CASES: dict[str, dict[str, Any]] = {
+    "raft-ema": {"loss": {"mode": "raft"}, "train": {"gradient_accumulation_steps": 2}},
+    "raft-fixed": {"loss": {"mode": "raft", "lambda": 0.5}},
+    "sft": {"loss": {"mode": "sft"}},
+    "on-policy": {"loss": {"mode": "on-policy"}},
+}
+
+# (loss, loss_sft, loss_kl, lambda, grad_norm, trajectory_tokens) for steps 1, 2, 3
+GOLDEN: dict[str, list[tuple[float | None, ...]]] = {
+    "raft-ema": [
+        (21.58471973133228, 10.792364937918526, 0.010638621635735035, 1014.4504770394627, 69.16604614257812, 32),
+        (18.89272862566453, 10.738560643689386, 0.006348787806928158, 1284.3661231009885, 46.564666748046875, 32),
+        (20.388960704432925, 10.467523097991943, 0.007502203341573477, 1322.4698338235264, 84.56233215332031, 32),
+    ],
+    "raft-fixed": [
+        (10.797684702862586, 10.792365373883928, 0.010638657957315445, 0.5, 1.4823464155197144, 32),
+        (10.741760671363565, 10.736675393992456, 0.010170554742217064, 0.5, 2.0431580543518066, 32),
+        (10.136760386172682, 10.132369995117188, 0.008780782110989094, 0.5, 1.5963677167892456, 32),
+    ],
+    "sft": [
+        (10.792365373883928, 10.792365373883928, None, None, 1.4833470582962036, 0),
+        (10.746256861193427, 10.746256861193427, None, None, 2.064887285232544, 0),
+        (10.159476280212402, 10.159476280212402, None, None, 1.6174358129501343, 0),
+    ],
+    "on-policy": [
+        (0.010301470756530762, None, 0.010301470756530762, None, 0.06719403713941574, 32),
+        (0.006411067675799131, None, 0.006411067675799131, None, 0.036695025861263275, 32),
+        (0.006828698795288801, None, 0.006828698795288801, None, 0.03386463224887848, 32),
+    ],
+}
+
+REL = 1e-6
+
+
+def _run(case: str, model_dir, teacher_dir, data_dir, out) -> list[dict[str, Any]]:
+    sections = {k: dict(v) for k, v in CASES[case].items()}
+    sections.setdefault("model", {})["teacher"] = str(teacher_dir)
+    sections.setdefault("train", {}).update(max_steps=3, seed=1234, lr=1e-2)
+    raw = tiny_config(model_dir, data_dir, out, **sections)
+    fit(config_from_dict(raw))
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_three_steps_match_the_pinned_losses(
+    case, tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path
+):
+    rows = _run(case, tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path / case)
+    got = [tuple(r[k] for k in KEYS) for r in rows]
+    table = ",\n".join(f"        {g!r}" for g in got)
+    print(f'\n    "{case}": [\n{table},\n    ],')
+    want = GOLDEN[case]
+    assert len(got) == len(want) == 3
+    for step, (g_row, w_row) in enumerate(zip(got, want, strict=True), start=1):
+        for key, g, w in zip(KEYS, g_row, w_row, strict=True):
+            if w is None:
+                assert g is None, (case, step, key)
+            else:
+                assert g == pytest.approx(w, rel=REL, abs=1e-12), (case, step, key, g, w)
