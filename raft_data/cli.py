@@ -40,6 +40,19 @@ def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> Non
     click.echo(format_summary(result.manifest, result.folder, result.shards_done, result.shards_skipped))
 
 
+@main.command("config")
+@click.argument("search", required=False)
+@click.option("--yaml", "as_yaml", is_flag=True, help="print a full pipeline YAML, every key at its default, commented")
+def config_cmd(search: str | None, as_yaml: bool) -> None:
+    """Every `build` config key with its type, default and meaning (SEARCH: only keys containing it)."""
+    from raft_data.config import PipelineConfig
+    from schemas.config_reference import format_reference, format_yaml
+
+    title = "raft-data build pipeline config (raft_data.config.PipelineConfig)"
+    text = format_yaml(PipelineConfig, title) if as_yaml else format_reference(PipelineConfig, title, search)
+    click.echo(text, nl=False)
+
+
 @main.command("push")
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.argument("repo_id")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from raft_data.errors import RaftDataError
 from schemas import config_files
@@ -49,20 +49,28 @@ class InputConfig(_Strict):
     """Where the (question, gold answer) pairs come from and which fields hold them."""
 
     path: str = Field(description="JSONL, CSV, Parquet file, a `datasets` folder, or a Hub dataset id")
-    format: Literal["auto", "jsonl", "csv", "parquet", "datasets", "hub"] = "auto"
-    split: str = "train"
-    question_field: str = "question"
-    answer_field: str = "answer"
-    domain: str = "default"
-    domain_field: str | None = None
-    metadata_fields: list[str] = Field(default_factory=list)
+    format: Literal["auto", "jsonl", "csv", "parquet", "datasets", "hub"] = Field(
+        default="auto", description="auto: from the suffix (.jsonl, .csv/.tsv, .parquet), a folder, else a Hub id"
+    )
+    split: str = Field(default="train", description="split to read from a `datasets` folder or Hub dataset")
+    question_field: str = Field(default="question", description="column holding the question x")
+    answer_field: str = Field(default="answer", description="column holding the gold answer y")
+    domain: str = Field(default="default", description="domain label of every row (unless domain_field gives one)")
+    domain_field: str | None = Field(default=None, description="column holding each row's domain label")
+    metadata_fields: list[str] = Field(
+        default_factory=list, description="columns copied into each row's metadata (JSON)"
+    )
     answer_check_field: str | None = Field(
         default=None,
         description="column holding each row's short answer (a number, choice letter, symbol or "
         "phrase) that rewrites and fused answers must state; kept in the row's metadata",
     )
-    on_bad_row: Literal["quarantine", "fail"] = "quarantine"
-    limit: int | None = Field(default=None, ge=1)
+    on_bad_row: Literal["quarantine", "fail"] = Field(
+        default="quarantine",
+        description="a row that cannot be used (not JSON or UTF-8, a field missing, empty or too "
+        "long): quarantine it in rejected/ with file, row, field and reason, or stop with an error",
+    )
+    limit: int | None = Field(default=None, ge=1, description="first N rows only (trials); null = all")
 
     @model_validator(mode="after")
     def _keep_check_field(self) -> InputConfig:
@@ -74,10 +82,12 @@ class InputConfig(_Strict):
 class SamplingConfig(_Strict):
     """Sampling for one generation stage (the paper does not specify these)."""
 
-    temperature: float = Field(default=0.7, ge=0.0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(default=192, ge=1)
-    seed: int = 0
+    temperature: float = Field(default=0.7, ge=0.0, description="0 = greedy")
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(
+        default=192, ge=1, description="tokens per reply; a reply cut off here is `truncated`"
+    )
+    seed: int = Field(default=0, description="base of the per-request seeds (hashed with row id, stage, round)")
 
 
 class BackendConfig(_Strict):
@@ -87,22 +97,36 @@ class BackendConfig(_Strict):
     vLLM needs float32 (bf16 eager produced wrong text there, see STACK.md).
     """
 
-    engine: Literal["auto", "vllm", "transformers"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        default="auto", description="auto: vllm when importable, else transformers"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="auto: bfloat16 on GPU (vLLM: the model's own), float32 on CPU; part of "
+        "every cache key",
+    )
     batch_size: int = Field(default=32, ge=1, description="prompts per generate call (transformers)")
-    max_model_len: int = Field(default=4096, ge=128)
-    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    enforce_eager: bool | None = None
+    max_model_len: int = Field(default=4096, ge=128, description="vLLM context length, tokens")
+    gpu_memory_utilization: float = Field(
+        default=0.85, gt=0.0, le=1.0, description="vLLM's share of GPU memory (GPU only)"
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs per vLLM engine")
+    enforce_eager: bool | None = Field(
+        default=None, description="vLLM without CUDA graphs; null: eager on CPU, graphs on GPU"
+    )
 
 
 class RewriteConfig(_Strict):
     """Step 1: the original model rewrites each gold answer, conditioned on it."""
 
-    prompt_template: str = REWRITE_TEMPLATE
-    system_prompt: str | None = None
+    prompt_template: str = Field(
+        default=REWRITE_TEMPLATE,
+        description="user turn asking for the rewrite y~; must contain {question} and {answer} "
+        "(default: SDFT's self-distillation prompt; the paper gives none)",
+    )
+    system_prompt: str | None = Field(default=None, description="system turn; null = none")
     n: int = Field(default=1, ge=1, description="candidates per row; the best-passing one is kept")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="rewrite sampling")
 
     @field_validator("prompt_template")
     @classmethod
@@ -113,9 +137,12 @@ class RewriteConfig(_Strict):
 class FilterConfig(_Strict):
     """Step 2: semantic filter (cosine >= tau) plus rapidfuzz string checks."""
 
-    tau: float = Field(default=0.8, ge=-1.0, le=1.0)
-    embedder: str = DEFAULT_EMBEDDER
-    embed_batch_size: int = Field(default=64, ge=1)
+    tau: float = Field(
+        default=0.8, ge=-1.0, le=1.0,
+        description="cosine similarity to gold a rewrite needs to be kept (the paper's tau)",
+    )
+    embedder: str = Field(default=DEFAULT_EMBEDDER, description="sentence-embedding model phi")
+    embed_batch_size: int = Field(default=64, ge=1, description="texts per embedding call")
     copy_threshold: float = Field(
         default=97.0, ge=0.0, le=100.0,
         description="rapidfuzz ratio at or above which a rewrite is a copy of gold: accepted as `copy` "
@@ -153,22 +180,33 @@ class FilterConfig(_Strict):
 class FusionConfig(_Strict):
     """Step 3: a fusion model merges gold and rewrite; judge models score each candidate."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: accepted rewrites are final (no step 3)")
     model: str | None = Field(default=None, description="default: the original model")
-    prompt_template: str = FUSION_TEMPLATE
+    prompt_template: str = Field(
+        default=FUSION_TEMPLATE,
+        description="user turn asking for the fused y^; must contain {question}, {answer}, {rewrite}",
+    )
     judges: list[str] = Field(default_factory=list, description="default: [the original model]")
-    judge_template: str = JUDGE_TEMPLATE
+    judge_template: str = Field(
+        default=JUDGE_TEMPLATE,
+        description="user turn asking a judge for 'Score: N'; must contain {question}, {answer}, "
+        "{candidate}",
+    )
     judge_prefill: str = Field(
         default="Score:",
         description="text the judge's reply is started with, so even small judges answer with a number",
     )
-    rounds: int = Field(default=2, ge=1)
-    stop_score: float = Field(default=0.8, ge=0.0, le=1.0)
-    score_min: float = 1.0
-    score_max: float = 10.0
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rounds: int = Field(default=2, ge=1, description="fusion candidates drawn per row at most (R)")
+    stop_score: float = Field(
+        default=0.8, ge=0.0, le=1.0,
+        description="stop drawing once the best mean judge score (scaled to [0, 1]) reaches this",
+    )
+    score_min: float = Field(default=1.0, description="lowest score of the judge scale (maps to 0)")
+    score_max: float = Field(default=10.0, description="highest score of the judge scale (maps to 1)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="fusion sampling")
     judge_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=16)
+        default_factory=lambda: SamplingConfig(temperature=0.0, max_new_tokens=16),
+        description="judge sampling (greedy, a short reply)",
     )
     refilter: bool = Field(
         default=True,
@@ -194,13 +232,19 @@ class TeacherContextConfig(_Strict):
     the count is `schemas.teacher_context_ids`, the very ids stage 2 builds.
     """
 
-    template: str = TEACHER_TEMPLATE
+    template: str = Field(
+        default=TEACHER_TEMPLATE,
+        description="stage 2's teacher template; must contain {reference} and {question}",
+    )
     format: TeacherFormat = Field(
         default="chat",
         description="chat: the template text as the user turn of the chat template (stage 2's "
         "default); plain: the text as is",
     )
-    max_tokens: int = Field(default=2048, ge=16)
+    max_tokens: int = Field(
+        default=2048, ge=16,
+        description="teacher context limit (stage 2's teacher.max_context_tokens); rows over it are flagged",
+    )
     trajectory_tokens: int = Field(default=256, ge=0, description="room kept for the sampled answer")
 
     @field_validator("template")
@@ -210,26 +254,34 @@ class TeacherContextConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    dir: str
-    shard_size: int = Field(default=128, ge=1)
-    license: str = "other"
-    language: list[str] = Field(default_factory=lambda: ["en"])
+    """Where the dataset folder is written and what its Hub card says."""
+
+    dir: str = Field(description="output folder: data/, rejected/, manifest.json, README.md; .raft/ holds state and logs")
+    shard_size: int = Field(
+        default=128, ge=1, description="rows per Parquet shard, the unit of resume"
+    )
+    license: str = Field(default="other", description="the card's license id (Hub metadata)")
+    language: list[str] = Field(default_factory=lambda: ["en"], description="the card's language codes")
 
 
 class PipelineConfig(_Strict):
     """A whole `raft-data build` run."""
 
-    name: str
+    name: str = Field(description="pipeline name, recorded in the manifest and card")
     input: InputConfig
     output: OutputConfig
     model: str = Field(default=DEFAULT_MODEL, description="the original model (the one to fine-tune)")
-    model_revision: str | None = None
+    model_revision: str | None = Field(default=None, description="Hub revision of `model` (branch, tag or commit)")
     backend: BackendConfig = Field(default_factory=BackendConfig)
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     teacher_context: TeacherContextConfig = Field(default_factory=TeacherContextConfig)
-    measure_gap: bool = True
+    measure_gap: bool = Field(
+        default=True,
+        description="measure the original model's NLL of gold and of the final answer per row "
+        "(the compatibility gap)",
+    )
 
     def config_hash(self) -> str:
         """Hash of everything that changes the output (stable key order)."""
@@ -258,20 +310,6 @@ def _check_template(template: str, needed: set[str]) -> str:
     return template
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid pipeline config"]
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        msg = item["msg"]
-        ctx = item.get("ctx") or {}
-        if item["type"] == "literal_error" and "expected" in ctx:
-            msg = f"must be one of {ctx['expected']}"
-        if item["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see pipelines/demo.yaml for every key)"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
-
-
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (value parsed as YAML) to a raw config dict."""
     return config_files.apply_overrides(data, overrides, RaftDataError)
@@ -280,7 +318,4 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML pipeline config; relative paths inside it stay relative to the CWD."""
     data = apply_overrides(config_files.read_config_mapping(path, RaftDataError), overrides or [])
-    try:
-        return PipelineConfig.model_validate(data)
-    except ValidationError as err:
-        raise RaftDataError(_format_error(err, str(path))) from None
+    return config_files.validate_config(PipelineConfig, data, str(path), RaftDataError, "raft-data config")

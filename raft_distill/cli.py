@@ -78,11 +78,13 @@ def prune(base: str, finetuned: str, output: str, ratio: float, targets: str, ov
 
 
 def _register_commands() -> None:
+    from raft_distill.config_cli import config_cmd
     from raft_distill.eval_cli import eval_cmd
     from raft_distill.replicate_cli import replicate_cmd
 
     main.add_command(eval_cmd, name="eval")
     main.add_command(replicate_cmd, name="replicate")
+    main.add_command(config_cmd, name="config")
 
 
 _register_commands()

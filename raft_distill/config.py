@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -56,7 +55,9 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     """Student S (trained) and teacher T (frozen original); names go through schemas."""
 
-    student: str = "smollm2-135m-instruct"
+    student: str = Field(
+        default="smollm2-135m-instruct", description="the model trained: embedded name, HF folder or Hub id"
+    )
     teacher: str | None = Field(
         default=None, description="default: the student's name (frozen copy)"
     )
@@ -65,9 +66,9 @@ class ModelConfig(_Strict):
 class RolloutConfig(_Strict):
     """Student sampling of z ~ S(. | x); the paper does not specify the settings."""
 
-    max_new_tokens: int = Field(default=128, gt=0)
+    max_new_tokens: int = Field(default=128, gt=0, description="length of each rollout z, tokens")
     temperature: float = Field(default=1.0, ge=0.0, description="0 = greedy")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="nucleus sampling mass; 1 = off")
     top_k: int = Field(
         default=0, ge=0, description="0 = off (transformers otherwise defaults to 50)"
     )
@@ -138,10 +139,12 @@ class LossConfig(_Strict):
         alias="lambda",
         description="'ema' (adaptive) or a fixed float weight of L_KL",
     )
-    ema_beta: float = Field(default=0.9, gt=0.0, lt=1.0)
+    ema_beta: float = Field(
+        default=0.9, gt=0.0, lt=1.0, description="EMA decay of the two loss averages (paper: beta 0.9)"
+    )
     eps: float = Field(default=1e-8, gt=0.0, description="paper silent; this project: 1e-8")
-    top_k: int = Field(default=512, gt=0)
-    temperature: float = Field(default=1.5, gt=0.0)
+    top_k: int = Field(default=512, gt=0, description="teacher's top-K ids the KL is taken over (paper: K 512)")
+    temperature: float = Field(default=1.5, gt=0.0, description="KL softmax temperature (paper: T 1.5)")
     logit_chunk_size: int = Field(
         default=64, gt=0, description="positions per lm_head chunk (memory of full-vocab logits)"
     )
@@ -152,12 +155,12 @@ class LossConfig(_Strict):
 class TrainConfig(_Strict):
     """Optimiser and loop; paper: AdamW lr 5e-6 wd 0.01, batch 16, 3 epochs, bf16."""
 
-    lr: float = Field(default=5e-6, gt=0.0)
+    lr: float = Field(default=5e-6, gt=0.0, description="AdamW peak learning rate (paper: 5e-6)")
     weight_decay: float = Field(
         default=0.01, ge=0.0, description="on weight matrices only (dim >= 2)"
     )
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = Field(default=1e-8, gt=0.0)
+    adam_betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW (beta1, beta2)")
+    adam_eps: float = Field(default=1e-8, gt=0.0, description="AdamW epsilon")
     max_grad_norm: float | None = Field(default=1.0, description="clip; null = off (paper silent)")
     batch_size: int = Field(
         default=16, gt=0, description="sequences per optimizer step, all processes"
@@ -165,12 +168,14 @@ class TrainConfig(_Strict):
     gradient_accumulation_steps: int = Field(
         default=1, gt=0, description="micro-batches per process"
     )
-    epochs: float = Field(default=3.0, gt=0.0)
+    epochs: float = Field(default=3.0, gt=0.0, description="passes over the train rows (paper: 3)")
     max_steps: int | None = Field(default=None, gt=0, description="overrides epochs when set")
     lr_scheduler: str = Field(default="linear", description="a transformers get_scheduler name")
-    warmup_steps: int = Field(default=0, ge=0)
+    warmup_steps: int = Field(default=0, ge=0, description="optimizer steps of linear warm-up")
     bf16: bool = Field(default=True, description="bf16 autocast where the device supports it")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        default=False, description="recompute activations in backward: less memory, more compute"
+    )
     fsdp: bool = Field(
         default=False,
         description="shard the student with FSDP2 (torch fully_shard) over the processes "
@@ -178,9 +183,11 @@ class TrainConfig(_Strict):
     )
     checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = final checkpoint only")
     eval_every: int = Field(default=0, ge=0, description="steps; 0 = evaluate at the end only")
-    output_dir: str = "runs/distill"
-    seed: int = 0
-    progress: bool = True
+    output_dir: str = Field(
+        default="runs/distill", description="run folder: checkpoints/, final/, metrics.jsonl, summary.json"
+    )
+    seed: int = Field(default=0, description="seeds the row order and the rollout sampling")
+    progress: bool = Field(default=True, description="show a progress bar (main process)")
 
 
 class FitConfig(_Strict):
@@ -198,31 +205,6 @@ class FitConfig(_Strict):
         return self.model.teacher or self.model.student
 
 
-def _allowed(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The allowed keys at the parent of `loc`, walking the nested config models."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = current.model_fields.get(str(part)) if isinstance(part, str) else None
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        current = field.annotation
-    if not (isinstance(current, type) and issubclass(current, BaseModel)):
-        return []
-    return [info.alias or name for name, info in current.model_fields.items()]
-
-
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        if item["type"] == "extra_forbidden":
-            allowed = _allowed(FitConfig, item["loc"])
-            lines.append(f"{source}: unknown key '{key}'; allowed here: {', '.join(allowed)}")
-        else:
-            lines.append(f"{source}: key '{key}': {item['msg']}")
-    return "\n".join(lines)
-
-
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (values parsed as YAML) to a raw config."""
     return config_files.apply_overrides(raw, overrides, DistillError)
@@ -235,7 +217,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> FitConf
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> FitConfig:
-    try:
-        return FitConfig.model_validate(raw)
-    except ValidationError as err:
-        raise DistillError(_format_error(err, source)) from None
+    """Validate a raw fit config; errors name the key and what is allowed there."""
+    return config_files.validate_config(FitConfig, raw, source, DistillError, "raft-distill config")

@@ -24,13 +24,13 @@ def test_shipped_demo_config_is_valid_and_uses_paper_defaults() -> None:
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\ninput: {path: a.jsonl}\noutput: {dir: o}\nfilter: {tua: 0.7}\n")
-    with pytest.raises(RaftDataError, match=r"filter.tua: unknown key"):
+    with pytest.raises(RaftDataError, match=r"unknown key 'filter.tua'; allowed here: tau, embedder"):
         load_config(path)
 
 
 def test_bad_choice_lists_allowed_values(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\ninput: {path: a.jsonl, on_bad_row: skip}\noutput: {dir: o}\n")
-    with pytest.raises(RaftDataError, match=r"input.on_bad_row: must be one of 'quarantine' or 'fail'"):
+    with pytest.raises(RaftDataError, match=r"key 'input.on_bad_row': 'skip' is not allowed; choose one of: quarantine, fail"):
         load_config(path)
 
 

@@ -32,7 +32,7 @@ def test_unknown_key_is_named_with_allowed_keys():
 def test_bad_value_names_the_key():
     with pytest.raises(DistillError, match="loss.mode"):
         config_from_dict({"data": {"path": "x"}, "loss": {"mode": "dpo"}})
-    with pytest.raises(DistillError, match="key 'data': Field required"):
+    with pytest.raises(DistillError, match="key 'data' is required"):
         config_from_dict({})
     with pytest.raises(DistillError, match="data.path"):
         config_from_dict({"data": {}})
