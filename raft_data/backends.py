@@ -8,14 +8,18 @@ runs it (and the cache key says exactly what was asked).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raft_data.config import BackendConfig, SamplingConfig
 from raft_data.errors import RaftDataError
+from schemas.chat import chat_prompt_ids, text_ids
 from schemas.errors import SchemaError
 from schemas.model_registry import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,44 +57,18 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-_SLOT = "\u27e6raft-content-{}\u27e7"
-
-
 def render_chat(tokenizer: Any, user: str, system: str | None = None) -> list[int]:
-    """Token ids of a one-turn chat prompt ending where the assistant starts to write.
-
-    Data is text, never control tokens: a question or answer that contains "<|im_end|>"
-    must not close the user turn and open one of its own (prompt injection through the
-    data set). The template is rendered around placeholders; its own pieces are tokenised
-    normally, and the contents with `split_special_tokens=True`, so "<|im_end|>" inside
-    them becomes plain characters. Ordinary text gets the same ids as before.
-    """
-    contents = [user] if system is None else [system, user]
-    messages = [{"role": "user", "content": _SLOT.format(len(contents) - 1)}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": _SLOT.format(0)})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids: list[int] = []
-    for i, content in enumerate(contents):
-        before, sep, text = text.partition(_SLOT.format(i))
-        if not sep:
-            raise RaftDataError(
-                "the model's chat template changed the message text it was given; raft-data "
-                "cannot keep data apart from control tokens with it"
-            )
-        ids += _ids(tokenizer, before, split=False) + _ids(tokenizer, content, split=True)
-    return ids + _ids(tokenizer, text, split=False)
-
-
-def _ids(tokenizer: Any, text: str, split: bool) -> list[int]:
-    if not text:
-        return []
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
+    """Token ids of a one-turn chat prompt ending where the assistant starts to write; data
+    in it stays data (`schemas.chat`: "<|im_end|>" in a row cannot close the user turn)."""
+    try:
+        return chat_prompt_ids(tokenizer, user, system)
+    except ValueError as err:
+        raise RaftDataError(str(err)) from None
 
 
 def answer_ids(tokenizer: Any, answer: str) -> list[int]:
     """Token ids of an assistant answer followed by the end-of-turn token."""
-    ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    ids = text_ids(tokenizer, answer)
     if tokenizer.eos_token_id is not None:
         ids.append(int(tokenizer.eos_token_id))
     return ids
@@ -116,6 +94,8 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.identity = f"transformers:{str(dtype).removeprefix('torch.')}"
+        why = "backend.dtype" if cfg.dtype != "auto" else "backend.dtype auto: bfloat16 on GPU, float32 on CPU"
+        log.info("%s: transformers on %s, %s (%s)", model.name, self.device, self.identity.split(":")[1], why)
         self.lm: Any = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
         self.lm.to(self.device)  # type: ignore[arg-type]
         self.lm.eval()
@@ -219,6 +199,12 @@ class VLLMBackend:
                 )
         enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not cuda
         self.identity = f"vllm:{dtype}:{'cuda' if cuda else 'cpu'}"
+        log.info(
+            "%s: vLLM on %s, dtype %s (%s), eager %s (%s)",
+            model.name, "cuda" if cuda else "cpu", dtype,
+            "backend.dtype" if cfg.dtype != "auto" else "backend.dtype auto: the model's on GPU, float32 on CPU",
+            enforce_eager, "backend.enforce_eager" if cfg.enforce_eager is not None else "null: eager on CPU, graphs on GPU",
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(model.path)
         kwargs: dict[str, Any] = dict(
             model=str(model.path),
@@ -232,6 +218,14 @@ class VLLMBackend:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         else:
             kwargs.update(cpu_engine_kwargs(cfg.max_model_len))
+            log.info(
+                "%s: vLLM CPU settings: VLLM_ENABLE_V1_MULTIPROCESSING=%s (0: engine core in this "
+                "process), VLLM_CPU_KVCACHE_SPACE=%s GiB, chunked prefill off and a %d-token step "
+                "budget (seeded sampling needs whole prefills)",
+                model.name, os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"], os.environ["VLLM_CPU_KVCACHE_SPACE"],
+                kwargs["max_num_batched_tokens"],
+            )
+        log.debug("%s: vllm.LLM(%s)", model.name, kwargs)
         self.llm = LLM(**kwargs)
 
     def generate(
@@ -314,7 +308,12 @@ def open_backend(name: str, cfg: BackendConfig, revision: str | None = None) -> 
         )
     key = (str(model.path), engine)
     if key not in _OPEN:
+        why = "set" if cfg.engine != "auto" else f"auto: vLLM is {'' if engine == 'vllm' else 'not '}installed"
+        log.info("%s: engine %s (backend.engine %s)", name, engine, why)
+        log.debug("%s: files %s, model id %s, revision %s", name, model.path, model.model_id, model.revision)
         _OPEN[key] = VLLMBackend(model, cfg) if engine == "vllm" else TransformersBackend(model, cfg)
+    else:
+        log.debug("%s: the %s engine already open is shared", name, engine)
     return _OPEN[key]
 
 

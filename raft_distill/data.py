@@ -9,6 +9,7 @@ to stop mid-answer, and a truncated teacher context would drop the privileged an
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,10 @@ from typing import Any
 from raft_distill.config import DataConfig, LossConfig, TeacherConfig
 from raft_distill.errors import DistillError
 from schemas import RefinedRecord, read_manifest, read_records, shard_paths, teacher_context_ids
+from schemas.chat import chat_prompt_ids, text_ids
 from schemas.hub_dataset import looks_like_repo_id, resolve_dataset
+
+log = logging.getLogger(__name__)
 
 # the student's prompt when its tokenizer has no chat template; no trailing space, so no
 # orphan whitespace token precedes z (see schemas.teacher_context)
@@ -98,11 +102,11 @@ def teacher_context(
     return teacher_context_ids(tokenizer, question, reference, teacher.template, teacher.format)
 
 
-def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    out = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [list(ids) for ids in out]
+def student_prompt_ids(tokenizer: Any, question: str) -> list[int]:
+    """`student_prompt_text` as ids, the question kept as data (`schemas.chat`)."""
+    if getattr(tokenizer, "chat_template", None):
+        return chat_prompt_ids(tokenizer, question)
+    return text_ids(tokenizer, FALLBACK_PROMPT.format(question=question))
 
 
 def build_dataset(
@@ -122,6 +126,7 @@ def build_dataset(
     for i, row in enumerate(rows):
         if row["decision"] not in data.use_decisions:
             skipped[f"decision_{row['decision']}"] += 1
+            log.debug("row %d (id %s) skipped: decision %s", i, row["id"], row["decision"])
             continue
         if row["over_length"]:
             if data.on_over_length == "fail":
@@ -130,11 +135,13 @@ def build_dataset(
                     f"({row.get('over_length_reason')}); set data.on_over_length: skip"
                 )
             skipped["over_length_stage1"] += 1
+            log.debug("row %d (id %s) skipped: over_length in stage 1", i, row["id"])
             continue
         kept.append(row)
     target_field = "final_answer" if loss.sft_target == "fused" else "gold_answer"
-    prompts = _encode(tokenizer, [student_prompt_text(tokenizer, r["question"]) for r in kept])
-    targets = _encode(tokenizer, [r[target_field] for r in kept])
+    prompts = [student_prompt_ids(tokenizer, r["question"]) for r in kept]
+    # y^ is data: "<|im_end|>" inside it must not end the SFT target early
+    targets = [text_ids(tokenizer, r[target_field]) for r in kept]
     if loss.mode == "on-policy":  # the teacher reads the student's own prompt
         contexts = [list(p) for p in prompts]
     else:
@@ -158,6 +165,7 @@ def build_dataset(
                         f"raise the limit or set data.on_over_length: skip"
                     )
                 skipped[f"over_length_{name}"] += 1
+                log.debug("id %s skipped: %s has %d tokens > %d", row["id"], name, len(ids), limit)
                 break
         else:
             example = Example(row["id"], p, t, c)

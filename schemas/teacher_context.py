@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from schemas.chat import chat_prompt_ids, text_ids
+
 TEACHER_TEMPLATE = (
     "Background reference knowledge: {reference}\n"
     "Answer the question based on the reference knowledge: {question}\n"
@@ -65,9 +67,6 @@ def teacher_context_ids(
         )
     text = teacher_context_text(question, reference, template)
     if format == "chat" and getattr(tokenizer, "chat_template", None):
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-        return list(tokenizer(str(rendered), add_special_tokens=False)["input_ids"])
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_ids(tokenizer, text)
+    ids = text_ids(tokenizer, text)
     return _bos_prefix(tokenizer, text, ids) + ids

@@ -110,7 +110,7 @@ CASES: list[tuple[str, int | None, str, str, str, str]] = [
 KEPT = "goes to the model, then accepted or fallback"
 NOTES = {
     ("injection.jsonl", 1): KEPT + "; `<|im_end|>` in the text stays text (tokenised with "
-    "split_special_tokens), so it cannot end the user turn (tests/data/test_render_chat.py)",
+    "split_special_tokens), so it cannot end the user turn (tests/contract/test_chat.py)",
 }
 
 
