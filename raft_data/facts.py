@@ -85,6 +85,21 @@ def tokens(text: str) -> list[Token]:
     return out
 
 
+_NUMBER_WORDS = {
+    w: float(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": 30.0, "forty": 40.0, "fifty": 50.0, "hundred": 100.0, "thousand": 1000.0}
+
+
+def number_words(text: str) -> list[float]:
+    """Numbers spelled out ("three"): they support a rewrite's "3", but a candidate's own
+    "one of the ..." is not read as a number."""
+    return [_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS]
+
+
 def numbers(text: str) -> list[float]:
     """Numbers as values (1,200 == 1200.0), list markers ("1. ") left out."""
     masked = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
@@ -156,7 +171,7 @@ def _has_word(word: str, words: list[str], threshold: float) -> bool:
 def contradictions(gold: str, question: str, candidate: str, threshold: float) -> list[str]:
     """Facts of the candidate that conflict with gold or that neither gold nor question holds."""
     labels = option_labels(question)
-    ref_numbers = numbers(gold) + numbers(question)
+    ref_numbers = numbers(gold) + numbers(question) + number_words(gold) + number_words(question)
     ref_symbols = {t.text for t in tokens(gold) + tokens(question)}
     ref_words = [t.text for t in tokens(gold) + tokens(question)]
     cand = extract(candidate, labels)
@@ -197,6 +212,8 @@ def parse_answer(value: str, question: str, source: str) -> Answer:
         return Answer(value, "choice", source)
     if re.fullmatch(r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?", value):
         return Answer(value.replace(",", ""), "number", source)
+    if value.lower() in _NUMBER_WORDS:
+        return Answer(f"{_NUMBER_WORDS[value.lower()]:g}", "number", source)
     if _is_symbol(value):
         return Answer(value, "symbol", source)
     return Answer(value, "text", source)
@@ -246,7 +263,7 @@ def states_answer(candidate: str, answer: Answer, question: str, threshold: floa
     chosen option's text), symbols case-sensitively and word-bounded, text as a word-bounded
     phrase (each word fuzzily, so spelling variants such as Aluminium/Aluminum pass)."""
     if answer.kind == "number":
-        return any(_same_number(float(answer.value), n) for n in numbers(candidate))
+        return any(_same_number(float(answer.value), n) for n in numbers(candidate) + number_words(candidate))
     if answer.kind == "symbol":
         return answer.value in {t.text for t in tokens(candidate)}
     if answer.kind == "choice":

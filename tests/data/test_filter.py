@@ -144,6 +144,11 @@ def test_answer_check_compares_numbers_as_numbers_and_choices_by_option_text() -
     n = parse_answer("1,200", "How many?", "column")
     assert decide(Pair("1200 kg", "about 1200.0 kg", "How many?", n), 0.9, cfg).passed
     assert not decide(Pair("1200 kg", "about 12000 kg", "How many?", n), 0.9, cfg).passed
+    # spelled-out numbers: a column "three" is met by "3", and gold's "three" supports a "3"
+    three = parse_answer("three", "How many?", "column")
+    assert three == Answer("3", "number", "column")
+    assert decide(Pair("three", "The answer is 3.", "How many?", three), 0.9, FilterConfig()).passed
+    assert decide(Pair("It has 3 parts.", "It has three parts.", "How many?", three), 0.9, FilterConfig()).passed
 
 
 @pytest.mark.integration
