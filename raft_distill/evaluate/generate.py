@@ -30,6 +30,27 @@ def _cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def load_causal_lm(path: Path, dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) from an HF folder, in eval mode on the GPU if there is one.
+
+    dtype "auto": float32 on CPU, bfloat16 on GPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = "cuda" if _cuda() else "cpu"
+    torch_dtype = {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }.get(dtype, torch.bfloat16 if device == "cuda" else torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    lm.to(device)  # type: ignore[arg-type]
+    lm.eval()
+    return lm, tokenizer
+
+
 def render_prompt(tokenizer: Any, prompt: str) -> list[int]:
     """Token ids of a one-turn chat ending where the assistant starts to answer."""
     text = tokenizer.apply_chat_template(
@@ -41,33 +62,27 @@ def render_prompt(tokenizer: Any, prompt: str) -> list[int]:
 class TransformersGenerator:
     """Batched greedy HF `generate` with left padding; batches are formed by prompt length."""
 
-    def __init__(self, path: Path, batch_size: int, dtype: str = "auto") -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.device = "cuda" if _cuda() else "cpu"
-        torch_dtype = {
-            "float32": torch.float32,
-            "bfloat16": torch.bfloat16,
-            "float16": torch.float16,
-        }.get(dtype, torch.bfloat16 if self.device == "cuda" else torch.float32)
+    def __init__(
+        self, path: Path, batch_size: int, dtype: str = "auto", progress: bool = False
+    ) -> None:
+        self.lm, self.tokenizer = load_causal_lm(path, dtype)
+        self.device = self.lm.device
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.progress = progress
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        self.lm.to(self.device)  # type: ignore[arg-type]
-        self.lm.eval()
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         import torch
+        from tqdm import tqdm
 
         encoded = [render_prompt(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         out: list[str] = [""] * len(prompts)
         pad = int(self.tokenizer.pad_token_id)
         eos = self.tokenizer.eos_token_id
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             width = max(len(encoded[i]) for i in rows)
@@ -91,6 +106,8 @@ class TransformersGenerator:
                 if eos in row:
                     row = row[: row.index(eos)]
                 out[rows[j]] = str(self.tokenizer.decode(row, skip_special_tokens=True)).strip()
+            bar.update(len(rows))
+        bar.close()
         return out
 
     def close(self) -> None:
@@ -100,7 +117,9 @@ class TransformersGenerator:
 class VLLMGenerator:
     """vLLM's offline engine, greedy; it schedules its own batches."""
 
-    def __init__(self, path: Path, dtype: str = "auto", max_model_len: int = 2048) -> None:
+    def __init__(
+        self, path: Path, dtype: str = "auto", max_model_len: int = 2048, progress: bool = False
+    ) -> None:
         require_vllm("engine", "engine: transformers")
         from transformers import AutoTokenizer
         from vllm import LLM
@@ -115,6 +134,7 @@ class VLLMGenerator:
                     "(or auto) or engine: transformers"
                 )
             dtype = "float32"
+        self.progress = progress
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.llm = LLM(
             model=str(path),
@@ -130,7 +150,7 @@ class VLLMGenerator:
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         requests = [TokensPrompt(prompt_token_ids=render_prompt(self.tokenizer, p)) for p in prompts]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        outputs = self.llm.generate(requests, params, use_tqdm=self.progress)
         return [o.outputs[0].text.strip() for o in outputs]
 
     def close(self) -> None:
@@ -140,9 +160,17 @@ class VLLMGenerator:
 
 
 def open_generator(
-    path: Path, engine: str, batch_size: int, dtype: str = "auto", max_model_len: int = 2048
+    path: Path,
+    engine: str,
+    batch_size: int,
+    dtype: str = "auto",
+    max_model_len: int = 2048,
+    progress: bool = False,
 ) -> Generator:
-    """The generator for `engine` ('transformers' or 'vllm') on the model folder `path`."""
+    """The generator for `engine` ('transformers' or 'vllm') on the model folder `path`.
+
+    `progress`: a tqdm bar (prompts done, rate, ETA) on stderr while generating.
+    """
     if engine == "vllm":
-        return VLLMGenerator(path, dtype=dtype, max_model_len=max_model_len)
-    return TransformersGenerator(path, batch_size=batch_size, dtype=dtype)
+        return VLLMGenerator(path, dtype=dtype, max_model_len=max_model_len, progress=progress)
+    return TransformersGenerator(path, batch_size=batch_size, dtype=dtype, progress=progress)

@@ -1,16 +1,23 @@
 """Write evaluation results: JSON (fractions in [0, 1]) and markdown tables (percent).
 
 Layout under the output folder:
-    summary.json, summary.md            one row per model, the headline scores
-    <model>/results.json, results.md    every metric of every suite, timings, provenance
+    summary.json, summary.md            one row per model, the headline scores with 95%
+                                        bootstrap intervals; every other model compared
+                                        with the reference model, paired per item
+    <model>/results.json, results.md    every metric of every suite, timings, provenance,
+                                        intervals (`ci95`) and per-item scores
+                                        (`item_scores`, what the paired comparisons use)
     <model>/<suite>_responses.jsonl     each prompt, the response and its score
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from raft_distill.evaluate.stats import N_BOOT, bootstrap_ci, compare, describe
 
 # (suite, metric key, column title) of the summary table, in order.
 HEADLINE = (
@@ -18,6 +25,7 @@ HEADLINE = (
     ("domain", "judge_accuracy", "domain judge"),
     ("general", "accuracy", "general acc"),
     ("general", "judge_accuracy", "general judge"),
+    ("general_mc", "accuracy", "general MC acc"),
     ("ifeval", "prompt_level_strict", "IFEval prompt strict"),
     ("ifeval", "instruction_level_strict", "IFEval inst strict"),
     ("ifeval", "prompt_level_loose", "IFEval prompt loose"),
@@ -27,6 +35,98 @@ HEADLINE = (
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def _score(values: Sequence[float], weights: Sequence[float] | None = None) -> dict[str, Any]:
+    return {"values": list(values), "weights": None if weights is None else list(weights)}
+
+
+def item_scores(suite: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-item values of the suite's metrics, in item order, with the items' ids.
+
+    QA and multiple choice: 1/0 per item (`accuracy`). IFEval: per prompt, 1/0 for the
+    prompt level and the share of passed instructions, weighted by the number of
+    instructions, for the instruction level (weighted mean = IFEval's pooled share).
+    """
+    if suite == "ifeval":
+        sizes = [len(r["strict"]) for r in rows]
+        scores = {}
+        for mode in ("strict", "loose"):
+            scores[f"prompt_level_{mode}"] = _score([int(all(r[mode])) for r in rows])
+            scores[f"instruction_level_{mode}"] = _score(
+                [round(sum(r[mode]) / len(r[mode]), 6) for r in rows], sizes
+            )
+        return {"ids": [str(r["key"]) for r in rows], "scores": scores}
+    if suite == "general_mc":
+        ids = [f"{r['task']}/{r['id']}" for r in rows]
+    else:
+        ids = [r["question"] for r in rows]
+    return {"ids": ids, "scores": {"accuracy": _score([int(r["correct"]) for r in rows])}}
+
+
+def _ci(score: dict[str, Any], n_boot: int) -> list[float]:
+    ci = bootstrap_ci(score["values"], score["weights"], n_boot=n_boot)
+    return [round(ci.low, 6), round(ci.high, 6)]
+
+
+def add_intervals(
+    data: dict[str, Any], suite: str, rows: Sequence[dict[str, Any]], n_boot: int = N_BOOT
+) -> None:
+    """Add `item_scores` and `ci95` ({metric: [low, high]}, 95% percentile bootstrap over
+    items) to one suite's result; the multiple-choice suite also gets `ci95_by_task`."""
+    if not rows:
+        return
+    scores = item_scores(suite, rows)
+    data["item_scores"] = scores
+    data["ci95"] = {m: _ci(sc, n_boot) for m, sc in scores["scores"].items()}
+    if suite == "general_mc":
+        tasks = sorted({r["task"] for r in rows})
+        data["ci95_by_task"] = {
+            t: _ci(_score([int(r["correct"]) for r in rows if r["task"] == t]), n_boot)
+            for t in tasks
+        }
+
+
+def _cell(data: dict[str, Any] | None, key: str) -> str:
+    """'34.1 [30.0, 38.2]' (percent, 95% interval when known), '-' when missing."""
+    value = data["metrics"].get(key) if data else None
+    if value is None:
+        return "-"
+    ci = (data or {}).get("ci95", {}).get(key)
+    return _pct(value) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
+
+
+def comparisons(
+    results: list[dict[str, Any]], reference: str | None = None, n_boot: int = N_BOOT
+) -> list[dict[str, Any]]:
+    """Every model vs the reference (default: the first), per headline metric, paired per
+    item (`stats.compare`); only where both have per-item scores on the same items."""
+    if len(results) < 2:
+        return []
+    ref = next((r for r in results if r["model"] == reference), results[0])
+    out = []
+    for other in results:
+        if other is ref:
+            continue
+        for suite, key, title in HEADLINE:
+            a = ref["suites"].get(suite, {}).get("item_scores")
+            b = other["suites"].get(suite, {}).get("item_scores")
+            if not a or not b or a["ids"] != b["ids"] or key not in a["scores"]:
+                continue
+            sa, sb = a["scores"][key], b["scores"][key]
+            result = compare(sa["values"], sb["values"], sa["weights"], n_boot=n_boot)
+            out.append(
+                {
+                    "model": other["model"],
+                    "reference": ref["model"],
+                    "suite": suite,
+                    "metric": key,
+                    "title": title,
+                    **result,
+                    "sentence": describe(other["model"], ref["model"], title, result),
+                }
+            )
+    return out
 
 
 def model_markdown(result: dict[str, Any]) -> str:
@@ -48,14 +148,23 @@ def model_markdown(result: dict[str, Any]) -> str:
                     lines.append(f"| {suite} | {metric}: {sub} | {_pct(sub_value)} | |")
             else:
                 lines.append(f"| {suite} | {metric} | {_pct(value)} | {n} |")
-    lines += ["", "| suite | seconds | generated answers |", "|---|---:|---:|"]
+    lines += ["", "95% bootstrap intervals over items (%):", ""]
+    for suite, data in result["suites"].items():
+        for metric, (low, high) in data.get("ci95", {}).items():
+            lines.append(f"- {suite} {metric}: [{_pct(low)}, {_pct(high)}]")
+        for task, (low, high) in data.get("ci95_by_task", {}).items():
+            lines.append(f"- {suite} {task}: [{_pct(low)}, {_pct(high)}]")
+    lines += ["", "| suite | seconds | items |", "|---|---:|---:|"]
     for suite, data in result["suites"].items():
         lines.append(f"| {suite} | {data['seconds']:.1f} | {data['items']} |")
     return "\n".join(lines) + "\n"
 
 
-def summary_markdown(results: list[dict[str, Any]]) -> str:
-    """All models side by side, headline scores in percent ('-' where a suite did not run)."""
+def summary_markdown(
+    results: list[dict[str, Any]], reference: str | None = None, n_boot: int = N_BOOT
+) -> str:
+    """All models side by side, headline scores in percent with 95% intervals ('-' where a
+    suite did not run), then each model's paired differences from the reference."""
     columns = [
         (s, k, t)
         for s, k, t in HEADLINE
@@ -66,12 +175,26 @@ def summary_markdown(results: list[dict[str, Any]]) -> str:
         "|---|" + "---:|" * len(columns),
     ]
     for r in results:
-        cells = []
-        for suite, key, _ in columns:
-            data = r["suites"].get(suite)
-            value = data["metrics"].get(key) if data else None
-            cells.append("-" if value is None else _pct(value))
+        cells = [_cell(r["suites"].get(suite), key) for suite, key, _ in columns]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    lines += ["", "Scores in %, [95% bootstrap interval over items]."]
+    comps = comparisons(results, reference, n_boot)
+    if comps:
+        lines += [
+            "",
+            f"## Paired differences vs {comps[0]['reference']} (per item; points)",
+            "",
+            "| model | metric | difference [95% CI] | test | p | significant |",
+            "|---|---|---:|---|---:|---|",
+        ]
+        for c in comps:
+            d = c["diff"]
+            lines.append(
+                f"| {c['model']} | {c['title']} | {100 * d['estimate']:+.1f} "
+                f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | {c['test']} | "
+                f"{c['p']:.3g} | {'yes' if c['significant'] else 'no'} |"
+            )
+        lines += [""] + [f"- {c['sentence']}" for c in comps]
     return "\n".join(lines) + "\n"
 
 
@@ -87,8 +210,16 @@ def write_model(out_dir: Path, result: dict[str, Any], responses: dict[str, list
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def write_summary(out_dir: Path, results: list[dict[str, Any]]) -> None:
-    """Write summary.json (every model's results) and summary.md (headline table)."""
+def write_summary(
+    out_dir: Path,
+    results: list[dict[str, Any]],
+    reference: str | None = None,
+    n_boot: int = N_BOOT,
+) -> None:
+    """Write summary.json (every model's results, the paired comparisons) and summary.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps({"models": results}, indent=2) + "\n")
-    (out_dir / "summary.md").write_text(summary_markdown(results))
+    comps = comparisons(results, reference, n_boot)
+    (out_dir / "summary.json").write_text(
+        json.dumps({"models": results, "comparisons": comps}, indent=2) + "\n"
+    )
+    (out_dir / "summary.md").write_text(summary_markdown(results, reference, n_boot))

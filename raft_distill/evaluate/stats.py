@@ -1,0 +1,211 @@
+"""Uncertainty of scores and of differences between models, as pure functions over items.
+
+A score is a (weighted) mean of per-item values: 0/1 for correctness, a fraction for
+IFEval's instruction level (a prompt's share of passed instructions, weighted by its number
+of instructions, so the weighted mean is IFEval's instruction-level accuracy and the
+bootstrap resamples prompts, not instructions within a prompt).
+
+- `bootstrap_ci`: percentile bootstrap over items (Efron & Tibshirani 1993, ch. 13) for
+  one model's score.
+- `paired_bootstrap`: the same items resampled jointly for two models, for the interval of
+  the difference B - A (pairing removes the item-difficulty variance both models share,
+  which is why a paired difference needs far fewer items than two separate accuracies);
+  a two-sided p-value from the share of resampled differences on either side of 0.
+- `mcnemar`: McNemar's test for two models' binary outcomes on the same items: exact
+  (binomial on the discordant pairs) and mid-p (Fagerland, Lydersen & Laake 2013, BMC Med
+  Res Methodol 13:91, who recommend mid-p).
+- `compare` and `describe`: one comparison as a dict and in words.
+
+Everything is deterministic for a given `seed`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+N_BOOT = 2000
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its (1 - alpha) interval; fractions, like the scores."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _arrays(values: Sequence[float], weights: Sequence[float] | None) -> tuple[Any, Any]:
+    x = np.asarray(values, dtype=np.float64)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=np.float64)
+    if x.ndim != 1 or w.shape != x.shape:
+        raise ValueError("values and weights must be 1-D and of equal length")
+    if len(x) == 0:
+        raise ValueError("no items")
+    return x, w
+
+
+def weighted_mean(values: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """sum(w x) / sum(w) (the plain mean without weights)."""
+    x, w = _arrays(values, weights)
+    return float(np.sum(w * x) / np.sum(w))
+
+
+def _boot_means(x: Any, w: Any, n_boot: int, seed: int) -> Any:
+    """Weighted means of `n_boot` resamples of the items, in chunks (bounded memory)."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    out = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+        ww = w[idx]
+        total = ww.sum(axis=1)
+        out[start : start + len(idx)] = np.where(
+            total > 0, (ww * x[idx]).sum(axis=1) / np.where(total > 0, total, 1.0), 0.0
+        )
+    return out
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    weights: Sequence[float] | None = None,
+    n_boot: int = N_BOOT,
+    alpha: float = ALPHA,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap interval of the (weighted) mean over items."""
+    x, w = _arrays(values, weights)
+    means = _boot_means(x, w, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return Interval(weighted_mean(x, w), float(low), float(high), len(x))
+
+
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    weights: Sequence[float] | None = None,
+    n_boot: int = N_BOOT,
+    alpha: float = ALPHA,
+    seed: int = 0,
+) -> tuple[Interval, float]:
+    """Interval of mean(b) - mean(a) over the same items, and a two-sided bootstrap p-value.
+
+    Items are resampled jointly (the pairing). The p-value is 2 * min(share of resampled
+    differences <= 0, share >= 0), capped at 1: the percentile-interval duality, so p < alpha
+    exactly when the (1 - alpha) interval excludes 0 (up to ties at 0).
+    """
+    xa, w = _arrays(a, weights)
+    xb, _ = _arrays(b, weights)
+    if xa.shape != xb.shape:
+        raise ValueError("paired scores need the same items: lengths differ")
+    diffs = _boot_means(xb - xa, w, n_boot, seed)
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return Interval(weighted_mean(xb - xa, w), float(low), float(high), len(xa)), p
+
+
+def paired_se(a: Sequence[float], b: Sequence[float]) -> float:
+    """Analytic standard error of the mean paired difference: sd(b - a) / sqrt(n)."""
+    xa, _ = _arrays(a, None)
+    xb, _ = _arrays(b, None)
+    d = xb - xa
+    if len(d) < 2:
+        return float("nan")
+    return float(np.std(d, ddof=1) / math.sqrt(len(d)))
+
+
+def _binom_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exact in integers."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Discordant counts (a right b wrong, a wrong b right) and two-sided p-values."""
+
+    a_only: int
+    b_only: int
+    p_exact: float
+    p_mid: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mcnemar(a: Sequence[bool | float], b: Sequence[bool | float]) -> McNemar:
+    """McNemar's test on paired binary outcomes (truthy = correct).
+
+    With n = discordant pairs and k = the smaller discordant count: exact two-sided
+    p = min(1, 2 P(X <= k)), mid-p = 2 (P(X <= k) - P(X = k) / 2), X ~ Binomial(n, 1/2).
+    No discordant pair: both p-values are 1.
+    """
+    if len(a) != len(b):
+        raise ValueError("paired outcomes need the same items: lengths differ")
+    a_only = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    n, k = a_only + b_only, min(a_only, b_only)
+    if n == 0:
+        return McNemar(a_only, b_only, 1.0, 1.0)
+    cdf = _binom_cdf_half(k, n)
+    pmf = math.comb(n, k) / 2**n
+    return McNemar(a_only, b_only, min(1.0, 2 * cdf), min(1.0, 2 * (cdf - pmf / 2)))
+
+
+def is_binary(values: Sequence[float]) -> bool:
+    return all(v in (0, 1) for v in values)
+
+
+def compare(
+    a: Sequence[float],
+    b: Sequence[float],
+    weights: Sequence[float] | None = None,
+    alpha: float = ALPHA,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+) -> dict[str, Any]:
+    """B - A on the same items: difference, its interval, the test and its verdict.
+
+    Binary unweighted items are tested with McNemar's mid-p; anything else (weights,
+    fractions, seed-averaged items) with the paired bootstrap's p-value. Always reports the
+    paired bootstrap interval.
+    """
+    diff, p_boot = paired_bootstrap(a, b, weights, n_boot=n_boot, alpha=alpha, seed=seed)
+    out: dict[str, Any] = {"diff": diff.as_dict(), "p_bootstrap": p_boot}
+    if weights is None and is_binary(a) and is_binary(b):
+        test = mcnemar(a, b)
+        out["mcnemar"] = test.as_dict()
+        out["test"], out["p"] = "McNemar mid-p", test.p_mid
+    else:
+        out["test"], out["p"] = "paired bootstrap", p_boot
+    out["significant"] = bool(out["p"] < alpha)
+    out["alpha"] = alpha
+    return out
+
+
+def describe(name_b: str, name_a: str, what: str, comparison: dict[str, Any]) -> str:
+    """One sentence: which way, by how much (points), the interval, the test, the verdict."""
+    d = comparison["diff"]
+    alpha = comparison.get("alpha", ALPHA)
+    level = f"{100 * (1 - alpha):.0f}%"
+    points = f"{100 * d['estimate']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    if not comparison["significant"]:
+        verdict = f"no significant difference at {level}"
+    elif d["estimate"] > 0:
+        verdict = f"{name_b} significantly higher at {level}"
+    else:
+        verdict = f"{name_b} significantly lower at {level}"
+    return (
+        f"{what}: {name_b} - {name_a} = {points} ({level} CI, n={d['n']}), "
+        f"{comparison['test']} p={comparison['p']:.3g}: {verdict}."
+    )
