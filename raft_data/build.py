@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import logging
 import shutil
 import statistics
 import time
@@ -27,8 +28,10 @@ from raft_data.card import plot_histograms, write_card
 from raft_data.config import PipelineConfig
 from raft_data.errors import RaftDataError
 from raft_data.filter import load_embedder
-from raft_data.load import check_lengths, load_input
+from raft_data.load import LoadedInput, check_lengths, load_input
+from raft_data.log import by_reason, run_log
 from raft_data.refine import STAGES, Models, refine_shard
+from schemas.errors import SchemaError
 from schemas.manifest import (
     CompatibilityGap,
     Counts,
@@ -41,8 +44,10 @@ from schemas.model_registry import resolve_model
 from schemas.parquet_io import check_file_schema, read_records, write_records
 from schemas.records import RefinedRecord, RejectedRecord
 
-STATE_DIR = ".raft"
+STATE_DIR = ".raft"  # local state and logs: `raft-data push` never uploads it
 REJECTED_FILE = "rejected/rejected.parquet"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,16 +70,22 @@ def shard_name(index: int, total: int) -> str:
 
 
 def _shard_done(path: Path, stamp: dict[str, str]) -> dict[str, str] | None:
-    """The shard's metadata if it was finished by this same config on this same input."""
+    """The shard's metadata if it was finished by this same config on this same input and
+    decision logic; else None, and the log says why the shard is (re)done."""
     if not path.exists():
+        log.debug("%s: not built yet", path.name)
         return None
     try:
         extra = check_file_schema(path, RefinedRecord)
-    except Exception:
+    except SchemaError as err:
+        log.info("%s redone: not a finished shard (%s)", path.name, err)
         return None
-    if all(extra.get(k) == v for k, v in stamp.items()):
-        return extra
-    return None
+    changed = [f"{k} {extra.get(k)} -> {v}" for k, v in stamp.items() if extra.get(k) != v]
+    if changed:
+        log.info("%s redone: made with another %s", path.name, "; ".join(changed))
+        return None
+    log.debug("%s reused: same config, input and decision logic", path.name)
+    return extra
 
 
 def _prepare_folder(folder: Path, config_hash: str, overwrite: bool) -> None:
@@ -105,7 +116,16 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
     config_hash = cfg.config_hash()
     loaded = check_lengths(load_input(cfg.input), cfg)  # over-long rows: rejected before any request
     _prepare_folder(folder, config_hash, overwrite)
+    with run_log(folder / STATE_DIR / "logs", "build") as log_path:
+        log.info("build '%s' -> %s (config %s); log: %s", cfg.name, folder, config_hash, log_path)
+        log.debug("config: %s", json.dumps(cfg.model_dump(mode="json"), sort_keys=True))
+        _log_input(loaded)
+        return _build(cfg, folder, loaded, config_hash, max_shards, started)
 
+
+def _build(
+    cfg: PipelineConfig, folder: Path, loaded: LoadedInput, config_hash: str, max_shards: int | None, started: float
+) -> BuildResult:
     records = loaded.records
     size = cfg.output.shard_size
     total = max(1, (len(records) + size - 1) // size)
@@ -139,6 +159,7 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
             refined = refine_shard(records[index * size : (index + 1) * size], models, cfg, cache, shard_timings)
             meta = {**stamp, "timings": json.dumps({k: v.model_dump() for k, v in shard_timings.items()})}
             write_records(path, refined, RefinedRecord, meta)
+            log.debug("%s built: %d rows, %s", path.name, len(refined), by_reason(r.reason for r in refined))
             for stage, t in shard_timings.items():
                 timings[stage].seconds += t.seconds
                 timings[stage].requests += t.requests
@@ -147,15 +168,18 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
             done += 1
     finally:
         cache.close()
+    log.info("shards: %d built, %d reused", done, skipped)
 
     write_records(folder / REJECTED_FILE, loaded.rejected, RejectedRecord, stamp)
     data_files = [shard_name(i, total) for i in range(total)]
     for stale in (folder / "data").glob("*.parquet"):
         # shards of an earlier input with another shard count: the card's glob would load them
         if f"data/{stale.name}" not in data_files:
+            log.info("%s removed: a shard of an earlier input with another shard count", stale.name)
             stale.unlink()
     table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False)
     rows = table.to_pylist()
+    _log_outcome(rows, cfg)
     manifest = _manifest(cfg, loaded.fingerprint, loaded.rows_in, rows, len(loaded.rejected), timings, data_files)
     sims = [r["similarity"] for r in rows if r["similarity"] is not None]
     judged = [r["fusion_score"] for r in rows if r["fusion_score"] is not None]
@@ -164,6 +188,22 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
     write_manifest(folder, manifest)
     write_card(folder, manifest, cfg.output.license, cfg.output.language, plots)
     return BuildResult(folder, manifest, done, skipped)
+
+
+def _log_input(loaded: LoadedInput) -> None:
+    rejected = by_reason(f"{r.field} {r.reason}" for r in loaded.rejected)
+    log.info("input %s: %d rows, %d rejected (%s)", loaded.source, loaded.rows_in, len(loaded.rejected), rejected)
+    log.debug("input fingerprint %s", loaded.fingerprint)
+
+
+def _log_outcome(rows: list[dict], cfg: PipelineConfig) -> None:
+    """Each decision by reason; the rows stage 2 will skip as too long for the teacher."""
+    for decision in ("accepted", "fallback"):
+        reasons = [r["reason"] for r in rows if r["decision"] == decision]
+        log.info("%s: %d rows (%s)", decision, len(reasons), by_reason(reasons))
+    over = sum(bool(r["over_length"]) for r in rows)
+    if over:
+        log.info("over_length: %d rows over teacher_context.max_tokens %d", over, cfg.teacher_context.max_tokens)
 
 
 def _open_models(cfg: PipelineConfig) -> Models:

@@ -21,11 +21,17 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. --set input.limit=20")
 @click.option("--overwrite", is_flag=True, help="replace an output folder built from another config")
 def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> None:
-    """Build the refined dataset described by PIPELINE (a YAML file in pipelines/)."""
+    """Build the refined dataset described by PIPELINE (a YAML file in pipelines/).
+
+    Decisions (engine, dtype, shards redone and why, fallbacks by reason) are logged on
+    stderr and, with details, in OUTPUT/.raft/logs/build-<time>.log.
+    """
     from raft_data.build import build
     from raft_data.config import load_config
+    from raft_data.log import log_to_stderr
     from raft_data.summary import format_summary
 
+    log_to_stderr()  # INFO here; DEBUG too in the build's own file, OUTPUT/.raft/logs/
     try:
         cfg = load_config(pipeline, list(overrides))
         result = build(cfg, overwrite=overwrite)
