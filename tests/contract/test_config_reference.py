@@ -19,13 +19,8 @@ from raft_distill.replicate.config import ReplicateConfig
 from schemas.config_files import apply_overrides
 from schemas.config_reference import config_keys
 
-# Each config with its required keys filled and every optional section present, so that
-# pydantic's own dump of it holds every leaf key.
-FULL: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
-    "build": (PipelineConfig, {"name": "n", "input": {"path": "in.jsonl"}, "output": {"dir": "out"}}),
-    "fit": (FitConfig, {"data": {"path": "runs/demo"}}),
-    "eval": (EvalConfig, {"models": [{"name": "m", "path": "p"}], "judge": {"models": ["j"]}}),
-    "replicate": (ReplicateConfig, {"fit_config": "f.yaml", "eval_config": "e.yaml"}),
+MODELS: dict[str, type[BaseModel]] = {
+    "build": PipelineConfig, "fit": FitConfig, "eval": EvalConfig, "replicate": ReplicateConfig
 }
 
 
@@ -38,26 +33,31 @@ def run(kind: str, *args: str) -> str:
     return result.output
 
 
-def dumped_leaves(value: Any, prefix: str = "") -> set[str]:
-    """Dotted leaf keys of a pydantic dump: a list of mappings is a section (`models[].x`)."""
-    if isinstance(value, dict) and value:
-        return {k for key, v in value.items() for k in dumped_leaves(v, f"{prefix}{key}.")}
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        return dumped_leaves(value[0], prefix.removesuffix(".") + "[].")
-    return {prefix.removesuffix(".")}
+def schema_leaves(schema: dict[str, Any], node: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted leaf keys from pydantic's JSON schema: a property that refers to a model
+    (alone, optional, or as a list's items: `models[].x`) is a section, all else a leaf."""
+    out: set[str] = set()
+    for name, prop in node["properties"].items():
+        many = prop.get("type") == "array"
+        options = [prop.get("items", {})] if many else [prop, *prop.get("anyOf", [])]
+        refs = [o["$ref"] for o in options if "$ref" in o]
+        if not refs:
+            out.add(prefix + name)
+            continue
+        section = schema["$defs"][refs[0].rsplit("/", 1)[-1]]
+        out |= schema_leaves(schema, section, f"{prefix}{name}{'[]' if many else ''}.")
+    return out
 
 
 def printed_keys(text: str) -> set[str]:
     return {line.split(":", 1)[0] for line in text.splitlines() if line and line[0] not in " #[("}
 
 
-@pytest.mark.parametrize("kind", list(FULL))
+@pytest.mark.parametrize("kind", list(MODELS))
 def test_printed_keys_are_every_leaf_field(kind: str) -> None:
-    model, raw = FULL[kind]
-    dump = model.model_validate(raw).model_dump(mode="json", by_alias=True)
-    # dict-valued leaves (replicate's *_overrides, arm_data) are keys of their own
-    leaves = dumped_leaves(dump)
-    assert printed_keys(run(kind)) == leaves == {k.key for k in config_keys(model)}
+    model = MODELS[kind]
+    schema = model.model_json_schema(by_alias=True)
+    assert printed_keys(run(kind)) == schema_leaves(schema, schema) == {k.key for k in config_keys(model)}
 
 
 def test_every_key_has_help_text() -> None:
@@ -84,8 +84,8 @@ REQUIRED = {
 }
 
 
-@pytest.mark.parametrize("kind", list(FULL))
+@pytest.mark.parametrize("kind", list(MODELS))
 def test_yaml_reads_back_as_the_defaults(kind: str) -> None:
-    model = FULL[kind][0]
+    model = MODELS[kind]
     raw = apply_overrides(yaml.safe_load(run(kind, "--yaml")), REQUIRED[kind], ValueError)
     assert model.model_validate(raw) == model.model_validate(apply_overrides({}, REQUIRED[kind], ValueError))
