@@ -165,6 +165,20 @@ KINDS: tuple[str, ...] = (
     "period",
     "symbol_choice",
 )
+# Question kinds asked only about held-out elements, after the rows above (test.jsonl
+# only; drawn with their own seeded generator so train.jsonl stays byte-identical).
+TEST_ONLY_KINDS: tuple[str, ...] = (
+    "number_from_symbol",
+    "symbol_from_number",
+    "protons",
+    "electrons",
+    "period_from_symbol",
+    "next_element",
+    "previous_element",
+    "number_choice",
+    "name_choice_from_symbol",
+    "name_choice_from_number",
+)
 LETTERS = "ABCD"
 
 Row = dict[str, str]
@@ -258,13 +272,139 @@ def rows_for(el: Element, rng: random.Random) -> list[Row]:
     return out
 
 
+def choice_row(
+    question: str, options: list[str], correct: str, answer: str, kind: str, el: Element
+) -> Row:
+    """A multiple-choice row: `options` shown as (A)..(D); `answer` gets the letter first."""
+    letter = LETTERS[options.index(correct)]
+    shown = " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
+    return row(f"{question} {shown}", f"{letter}. {answer}", "choice", letter, kind, el)
+
+
+def shuffled_options(correct: str, pool: list[str], rng: random.Random) -> list[str]:
+    options = rng.sample([p for p in pool if p != correct], 3)
+    options.insert(rng.randrange(4), correct)
+    return options
+
+
+def test_only_rows(el: Element, rng: random.Random) -> list[Row]:
+    """The held-out-only kinds (TEST_ONLY_KINDS, plus symbol_choice above MC_MAX_Z)."""
+    z, name, sym = el
+    low, per = name.lower(), period_of(z)
+    nxt, prev = ELEMENTS[z], ELEMENTS[z - 2]  # z is 1-based; held-out z are 6..114
+    names = [e.name for e in ELEMENTS]
+    out = [
+        row(
+            f"What is the atomic number of the element with the symbol {sym}?",
+            f"Atomic number {z} ({sym}, {low}).",
+            "number",
+            str(z),
+            "number_from_symbol",
+            el,
+        ),
+        row(
+            f"What is the chemical symbol of element number {z}?",
+            f"Symbol: {sym} ({name}, Z = {z}).",
+            "span",
+            sym,
+            "symbol_from_number",
+            el,
+        ),
+        row(
+            f"How many protons are in the nucleus of an atom of {name}?",
+            f"{z} protons ({name}, {sym}).",
+            "number",
+            str(z),
+            "protons",
+            el,
+        ),
+        row(
+            f"How many electrons does a neutral atom of {name} have?",
+            f"{z} electrons, equal to its atomic number.",
+            "number",
+            str(z),
+            "electrons",
+            el,
+        ),
+        row(
+            f"In which period of the periodic table is the element with the symbol {sym}?",
+            f"Period {per} ({sym} is {low}).",
+            "number",
+            str(per),
+            "period_from_symbol",
+            el,
+        ),
+        row(
+            f"Which element comes right after {name} in the periodic table?",
+            f"{nxt.name} ({nxt.symbol}), atomic number {nxt.number}.",
+            "span",
+            nxt.name,
+            "next_element",
+            el,
+        ),
+        row(
+            f"Which element comes right before {name} in the periodic table?",
+            f"{prev.name} ({prev.symbol}), atomic number {prev.number}.",
+            "span",
+            prev.name,
+            "previous_element",
+            el,
+        ),
+        choice_row(
+            f"Which of these is the atomic number of {name}?",
+            shuffled_options(str(z), [str(n) for n in range(1, 119)], rng),
+            str(z),
+            f"{name} has atomic number {z}.",
+            "number_choice",
+            el,
+        ),
+        choice_row(
+            f"Which element has the chemical symbol {sym}?",
+            shuffled_options(name, names, rng),
+            name,
+            f"{name} has that symbol.",
+            "name_choice_from_symbol",
+            el,
+        ),
+        choice_row(
+            f"Which element has atomic number {z}?",
+            shuffled_options(name, names, rng),
+            name,
+            f"Element {z} is {name}.",
+            "name_choice_from_number",
+            el,
+        ),
+    ]
+    if z > MC_MAX_Z:
+        out.append(
+            choice_row(
+                f"Which of these is the chemical symbol of {name}?",
+                shuffled_options(sym, [e.symbol for e in ELEMENTS], rng),
+                sym,
+                f"{sym} is the symbol of {low}.",
+                "symbol_choice",
+                el,
+            )
+        )
+    return out
+
+
 def build() -> tuple[list[Row], list[Row]]:
     rng = random.Random(0)
     train: list[Row] = []
     test: list[Row] = []
     for el in ELEMENTS:  # fixed order: the seeded draws depend on it
         (test if is_test(el.number) else train).extend(rows_for(el, rng))
+    extra = random.Random(1)  # its own stream: the rows above stay as they were
+    for el in ELEMENTS:
+        if is_test(el.number):
+            test.extend(test_only_rows(el, extra))
     return train, test
+
+
+def base_test_rows(test: list[Row]) -> int:
+    """How many test rows come before the first held-out-only kind (the original set)."""
+    return next((i for i, r in enumerate(test) if r["kind"] in TEST_ONLY_KINDS), len(test))
 
 
 def write_jsonl(path: Path, rows: Iterable[Row]) -> None:
@@ -277,7 +417,7 @@ def count_table(train: list[Row], test: list[Row]) -> str:
     tr, te = Counter(r["kind"] for r in train), Counter(r["kind"] for r in test)
     lines = ["| kind | answer_type | train | test |", "|---|---|---:|---:|"]
     types = {r["kind"]: r["answer_type"] for r in train + test}
-    for k in KINDS:
+    for k in KINDS + TEST_ONLY_KINDS:
         lines.append(f"| `{k}` | {types[k]} | {tr[k]} | {te[k]} |")
     lines.append(f"| **total** | | **{len(train)}** | **{len(test)}** |")
     return "\n".join(lines)
@@ -326,6 +466,16 @@ split, so no test element is the subject of any train question (the `element` va
 and the questions are disjoint across splits). Elements 1-{mc_max} also get a
 multiple-choice question; its distractors may be any other element's symbol.
 
+`test.jsonl` then asks {n_extra} more question kinds about the same held-out elements
+(atomic number from the symbol, symbol from the number, protons, electrons, period from
+the symbol, the next and the previous element, and three multiple-choice forms), plus
+the symbol multiple-choice question for held-out elements above {mc_max}: {test_total}
+checkable held-out items. Its first {n_base} rows are the train kinds only (the original
+test set, unchanged); the rest follow. These extra rows are drawn with their own
+`random.Random(1)`, so `train.jsonl` is unchanged by them. A next/previous element
+question is answered by a neighbour, which is a train element; but no (element, kind)
+pair of the test split is asked in train.
+
 ## Counts
 
 {counts}
@@ -365,7 +515,13 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "test.jsonl", test)
     readme = README.format(
-        every=TEST_EVERY, every2=2 * TEST_EVERY, mc_max=MC_MAX_Z, counts=count_table(train, test)
+        every=TEST_EVERY,
+        every2=2 * TEST_EVERY,
+        mc_max=MC_MAX_Z,
+        counts=count_table(train, test),
+        n_extra=len(TEST_ONLY_KINDS),
+        test_total=len(test),
+        n_base=base_test_rows(test),
     )
     (out / "README.md").write_text(readme, encoding="utf-8", newline="\n")
     (out / "LICENSE").write_text(LICENSE, encoding="utf-8", newline="\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,8 @@ def held_out() -> list[dict[str, str]]:
 
 
 def test_row_counts_and_fields(train: list[dict[str, str]], held_out: list[dict[str, str]]) -> None:
-    assert len(train) >= 300
-    assert len(held_out) >= 80
+    assert len(train) == 545
+    assert len(held_out) >= 300
     for r in train + held_out:
         assert set(r) == KEYS
         assert r["answer_type"] in {"span", "number", "choice"}
@@ -61,12 +62,44 @@ def test_answers_contain_check(train: list[dict[str, str]], held_out: list[dict[
 
 
 def test_choice_rows_are_consistent(
-    train: list[dict[str, str]], held_out: list[dict[str, str]]
+    make_demo: ModuleType, train: list[dict[str, str]], held_out: list[dict[str, str]]
 ) -> None:
+    by_symbol = {e.symbol: e for e in make_demo.ELEMENTS}
     for r in train + held_out:
-        if r["answer_type"] == "choice":
-            assert r["check"] in "ABCD"
-            assert f"({r['check']}) {r['element']}" in r["question"]
+        if r["answer_type"] != "choice":
+            continue
+        el = by_symbol[r["element"]]
+        right = {
+            "symbol_choice": el.symbol,
+            "number_choice": str(el.number),
+            "name_choice_from_symbol": el.name,
+            "name_choice_from_number": el.name,
+        }[r["kind"]]
+        assert r["check"] in "ABCD"
+        options = re.findall(r"\(([ABCD])\) (\S+)", r["question"])
+        assert [letter for letter, _ in options] == list("ABCD"), r
+        assert dict(options)[r["check"]] == right, r
+        assert sum(text == right for _, text in options) == 1, r
+
+
+def test_held_out_only_kinds(
+    make_demo: ModuleType, train: list[dict[str, str]], held_out: list[dict[str, str]]
+) -> None:
+    """New kinds only in test, after the original rows; no (element, kind) in both splits."""
+    extra = set(make_demo.TEST_ONLY_KINDS)
+    assert not extra & {r["kind"] for r in train}
+    base = make_demo.base_test_rows(held_out)
+    assert base == 105
+    assert {r["kind"] for r in held_out[:base]} == set(make_demo.KINDS)
+    assert extra <= {r["kind"] for r in held_out[base:]}
+    assert not {(r["element"], r["kind"]) for r in train} & {
+        (r["element"], r["kind"]) for r in held_out
+    }
+    facts = {(r["kind"], r["element"]): r["check"] for r in held_out}
+    assert facts[("next_element", "C")] == "Nitrogen"
+    assert facts[("previous_element", "Fl")] == "Nihonium"
+    assert facts[("period_from_symbol", "Xe")] == "5"
+    assert facts[("protons", "Cr")] == "24"
 
 
 def test_element_table(make_demo: ModuleType) -> None:
