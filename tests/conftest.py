@@ -1,5 +1,14 @@
 """Shared fixtures: a tiny random-weight Llama with the real SmolLM2 tokenizer (fast unit
-tests) and the real embedded models (integration tests)."""
+tests) and the real embedded models (integration tests).
+
+Test helpers are imported one way: by their path from the repository root,
+`from tests.tiny_llama import make_tiny_llama`, `from tests.distill.helpers import
+tiny_config`, `from tests.data.hub_stub import StubHub`. `tests/` and every folder in it is
+a package, so pytest puts the repository root on sys.path and names each module by its
+path (two `test_config.py` never clash). Helpers live in plain modules (tiny_llama.py,
+killpoints.py, data/hub_stub.py, data/hub_cli.py, distill/helpers.py); conftest.py files
+hold fixtures only, and no test imports another test module or a conftest.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,8 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_llama import make_tiny_llama
+
+from tests.tiny_llama import make_tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

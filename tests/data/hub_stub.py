@@ -49,7 +49,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import yaml
-from hub_xet import ShardTerm, XetFormatError, crc64_nvme, rebuild_file, shard_files, xorb_chunks
+
+from tests.data.hub_xet import (
+    ShardTerm,
+    XetFormatError,
+    crc64_nvme,
+    rebuild_file,
+    shard_files,
+    xorb_chunks,
+)
 
 LFS_SUFFIXES = (".parquet", ".png", ".arrow", ".safetensors")
 FRONT_MATTER = re.compile(r"^\s*---[\r\n]+([\S\s]*?)[\r\n]+---(?:\r\n|\n|$)")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub_stub import StubHub, make_built_folder
+from tests.data.hub_stub import StubHub, make_built_folder
 
 TOKEN = "hf_stubTOKEN_roundtrip"
 REPO = "someone/refined-roundtrip"

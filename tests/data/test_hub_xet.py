@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_stub import StubHub, make_built_folder
-from test_hub_push import REPO, TOKEN, push
 
 from raft_data.hub import transfer_path
+from tests.data.hub_cli import REPO, TOKEN, push
+from tests.data.hub_stub import StubHub, make_built_folder
 
 
 def _mixed_bytes(seed: int) -> bytes:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hub_stub import StubHub, make_built_folder
 
 from raft_data.cli import main
 from raft_data.inspect_view import histogram, inspect_dataset, side_by_side
 from schemas import SchemaError
 from schemas.hub_dataset import looks_like_repo_id, resolve_dataset
+from tests.data.hub_stub import StubHub, make_built_folder
 
 TOKEN = "hf_stubTOKEN_inspect"
 REPO = "someone/refined-chem"

@@ -13,8 +13,7 @@ from raft_distill.config import config_from_dict
 from raft_distill.data import build_dataset, is_eval, load_rows, step_indices
 from raft_distill.errors import DistillError
 from schemas import SchemaError
-
-from .conftest import QA, make_record, write_dataset
+from tests.distill.helpers import QA, make_record, write_dataset
 
 
 def test_missing_folder_and_empty_folder(tmp_path: Path):

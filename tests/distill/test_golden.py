@@ -23,8 +23,7 @@ import pytest
 
 from raft_distill.config import config_from_dict
 from raft_distill.train import fit
-
-from .conftest import tiny_config
+from tests.distill.helpers import tiny_config
 
 KEYS = ("loss", "loss_sft", "loss_kl", "lambda", "grad_norm", "trajectory_tokens")
 

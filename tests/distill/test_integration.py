@@ -10,8 +10,7 @@ import pytest
 
 from raft_distill.config import config_from_dict
 from raft_distill.train import fit
-
-from .conftest import QA, make_record, write_dataset
+from tests.distill.helpers import QA, make_record, write_dataset
 
 
 @pytest.mark.integration

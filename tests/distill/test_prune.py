@@ -103,7 +103,7 @@ def test_linear_targets_load_generate_and_report(
 
 
 def test_mismatched_models_name_the_tensor(tmp_path: Path, tiny_model_dir: Path, smollm2_dir: Path):
-    from tiny_llama import make_tiny_llama
+    from tests.tiny_llama import make_tiny_llama
 
     other = make_tiny_llama(tmp_path / "wide", smollm2_dir, seed=0, head_dim=32)
     with pytest.raises(DistillError, match="differ at 'model.layers.0.self_attn"):

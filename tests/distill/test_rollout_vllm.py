@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_llama import make_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raft_distill.config import RolloutConfig, config_from_dict
 from raft_distill.rollout import sample_trajectories
 from raft_distill.train import fit
-
-from .conftest import tiny_config
+from tests.distill.helpers import tiny_config
+from tests.tiny_llama import make_tiny_llama
 
 pytestmark = [
     pytest.mark.vllm,

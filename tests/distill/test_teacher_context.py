@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_llama import make_tiny_llama
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raft_data.config import TeacherContextConfig
@@ -27,8 +26,14 @@ from raft_distill.loss import topk_forward_kl
 from raft_distill.rollout import sample_trajectories
 from raft_distill.student import StudentScorer
 from raft_distill.train import fit
-
-from .conftest import QA, make_metaspace_tokenizer, make_record, tiny_config, write_dataset
+from tests.distill.helpers import (
+    QA,
+    make_metaspace_tokenizer,
+    make_record,
+    tiny_config,
+    write_dataset,
+)
+from tests.tiny_llama import make_tiny_llama
 
 # the pre-issue-9 plain context: tokenized alone, its trailing space is an orphan token
 OLD_PLAIN = (

@@ -17,8 +17,7 @@ from safetensors.torch import load_file
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.train import fit
-
-from .conftest import tiny_config
+from tests.distill.helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 
