@@ -2,8 +2,11 @@
 
 Columns follow the paper's Table 1: domain accuracy, general (general QA; MS-Bench in the
 paper), instruction following (IFEval, the metric named in the config; default
-prompt-level strict). Per arm: mean over seeds with sample std and min-max; relative
-change vs SFT (`sft_raw`); fraction of SFT's general-score loss recovered.
+prompt-level strict), and general multiple choice (log-likelihood benchmarks) when the
+eval config runs it. Per arm: mean over seeds with sample std and min-max; relative
+change vs SFT (`sft_raw`); fraction of SFT's general-score loss recovered; when the eval
+results carry per-item scores, 95% bootstrap intervals over items and every arm's paired
+difference from SFT, with its test and a sentence saying whether it is significant.
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from raft_distill.evaluate.stats import describe
 from raft_distill.replicate.table import METRICS, fmt_pct, fmt_stats
 
-TITLES = {"domain": "domain acc", "general": "general QA acc", "ifeval": "IFEval"}
+TITLES = {
+    "domain": "domain acc",
+    "general": "general QA acc",
+    "ifeval": "IFEval",
+    "general_mc": "general MC acc",
+}
 
 
 def _ifeval_title(metric: str) -> str:
@@ -22,10 +31,64 @@ def _ifeval_title(metric: str) -> str:
     return f"IFEval {level}-level {mode}"
 
 
+def _metrics(report: dict[str, Any]) -> list[str]:
+    """The report columns some arm has a score for, in METRICS order."""
+    return [m for m in METRICS if any(m in row["stats"] for row in report["arms"])]
+
+
+def _interval(st: dict[str, Any] | None) -> str:
+    if st is None:
+        return "-"
+    return f"{fmt_pct(st['estimate'])} [{fmt_pct(st['low'])}, {fmt_pct(st['high'])}]"
+
+
+def item_markdown(report: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    """Intervals over items and paired differences vs SFT (empty without per-item scores)."""
+    items = report.get("item_stats") or {}
+    intervals, vs_sft = items.get("intervals", {}), items.get("vs_sft", {})
+    metrics = [m for m in METRICS if any(m in v for v in intervals.values())]
+    if not metrics:
+        return []
+    lines = [
+        "",
+        "## Scores (%) with 95% bootstrap intervals over items (items averaged over seeds)",
+        "",
+        "| arm | " + " | ".join(titles[m] for m in metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for arm, per_metric in intervals.items():
+        cells = [_interval(per_metric.get(m)) for m in metrics]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if not vs_sft:
+        return lines
+    lines += [
+        "",
+        "## Paired differences vs SFT (sft_raw), per item (points)",
+        "",
+        "| arm | metric | arm - SFT [95% CI] | test | p | significant |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    sentences = []
+    for arm, per_metric in vs_sft.items():
+        for metric in metrics:
+            c = per_metric.get(metric)
+            if c is None:
+                continue
+            d = c["diff"]
+            lines.append(
+                f"| {arm} | {titles[metric]} | {fmt_pct(d['estimate'], signed=True)} "
+                f"[{fmt_pct(d['low'], signed=True)}, {fmt_pct(d['high'], signed=True)}] | "
+                f"{c['test']} | {c['p']:.3g} | {'yes' if c['significant'] else 'no'} |"
+            )
+            sentences.append(f"- {describe(arm, 'sft_raw', titles[metric], c)}")
+    return lines + [""] + sentences
+
+
 def markdown(report: dict[str, Any]) -> str:
     ifeval = _ifeval_title(report["ifeval_metric"])
     titles = {**TITLES, "ifeval": ifeval}
     rows = report["arms"]
+    metrics = _metrics(report)
     lines = [
         "# RAFT replication report",
         "",
@@ -41,39 +104,40 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Scores (%): mean ± sample std [min-max] over seeds",
         "",
-        "| arm | seeds | " + " | ".join(titles[m] for m in METRICS) + " |",
-        "|---|---|" + "---:|" * len(METRICS),
+        "| arm | seeds | " + " | ".join(titles[m] for m in metrics) + " |",
+        "|---|---|" + "---:|" * len(metrics),
     ]
     for row in rows:
         seeds = ",".join(str(s) for s in row["seeds"]) if row["arm"] != "base" else "-"
-        cells = [fmt_stats(row["stats"].get(m)) for m in METRICS]
+        cells = [fmt_stats(row["stats"].get(m)) for m in metrics]
         lines.append(f"| {row['arm']} | {seeds} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Relative change vs SFT (sft_raw): (method - SFT) / SFT, on seed means",
         "",
-        "| arm | " + " | ".join(titles[m] for m in METRICS)
+        "| arm | " + " | ".join(titles[m] for m in metrics)
         + " | general loss recovered (method - SFT) / (Base - SFT) |",
-        "|---|" + "---:|" * (len(METRICS) + 1),
+        "|---|" + "---:|" * (len(metrics) + 1),
     ]
     for row in rows:
         rel = row["relative_change_vs_sft"]
-        cells = [fmt_pct(rel.get(m), signed=True) + ("%" if rel.get(m) is not None else "") for m in METRICS]
+        cells = [fmt_pct(rel.get(m), signed=True) + ("%" if rel.get(m) is not None else "") for m in metrics]
         rec = row["general_loss_recovered"]
         cells.append(fmt_pct(rec) + ("%" if rec is not None else ""))
         lines.append(f"| {row['arm']} | " + " | ".join(cells) + " |")
+    lines += item_markdown(report, titles)
     for note in report.get("notes", []):
         lines += ["", f"Note: {note}"]
     lines += [
         "",
         "## Per seed (%)",
         "",
-        "| arm | seed | " + " | ".join(titles[m] for m in METRICS)
+        "| arm | seed | " + " | ".join(titles[m] for m in metrics)
         + " | final lambda | final CE/KL ratio | fit s | model |",
-        "|---|---:|" + "---:|" * (len(METRICS) + 3) + "---|",
+        "|---|---:|" + "---:|" * (len(metrics) + 3) + "---|",
     ]
     for run in report["runs"]:
-        cells = [fmt_pct(run["scores"].get(m)) for m in METRICS]
+        cells = [fmt_pct(run["scores"].get(m)) for m in metrics]
         for key in ("final_lambda", "final_ce_kl_ratio", "fit_seconds"):
             value = run.get(key)
             cells.append("-" if value is None else f"{value:.3g}")
@@ -85,33 +149,47 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _whiskers(report: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[float, float]:
+    """(below, above) the seed mean in points: the 95% item interval when the report has
+    one (centred on the seed mean), else the seed min-max."""
+    st = row["stats"][metric]
+    ci = (report.get("item_stats") or {}).get("intervals", {}).get(row["arm"], {}).get(metric)
+    if ci is not None:
+        return 100 * (ci["estimate"] - ci["low"]), 100 * (ci["high"] - ci["estimate"])
+    return 100 * (st["mean"] - st["min"]), 100 * (st["max"] - st["mean"])
+
+
 def plot(report: dict[str, Any], path: Path) -> Path:
-    """Grouped bars: one group per metric, one bar per arm (seed mean, min-max whiskers)."""
+    """Grouped bars: one group per metric, one bar per arm (seed mean; whiskers: the 95%
+    bootstrap interval over items when known, else min-max over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = report["arms"]
+    metrics = _metrics(report)
+    with_ci = bool((report.get("item_stats") or {}).get("intervals"))
     width = 0.8 / max(1, len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) + 3), 4))
     for i, row in enumerate(rows):
         xs, means, lo, hi = [], [], [], []
-        for j, metric in enumerate(METRICS):
+        for j, metric in enumerate(metrics):
             st = row["stats"].get(metric)
             if st is None:
                 continue
             xs.append(j + (i - (len(rows) - 1) / 2) * width)
             means.append(100 * st["mean"])
-            lo.append(100 * (st["mean"] - st["min"]))
-            hi.append(100 * (st["max"] - st["mean"]))
+            below, above = _whiskers(report, row, metric)
+            lo.append(below)
+            hi.append(above)
         ax.bar(xs, means, width, yerr=[lo, hi], capsize=2, label=row["arm"])
-    ax.set_xticks(range(len(METRICS)))
-    ax.set_xticklabels(
-        [TITLES["domain"], TITLES["general"], _ifeval_title(report["ifeval_metric"])]
-    )
+    titles = {**TITLES, "ifeval": _ifeval_title(report["ifeval_metric"])}
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([titles[m] for m in metrics])
     ax.set_ylabel("score (%)")
-    ax.set_title("RAFT replication: seed mean, min-max whiskers")
+    whiskers = "95% item bootstrap interval" if with_ci else "min-max over seeds"
+    ax.set_title(f"RAFT replication: seed mean, whiskers {whiskers}")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

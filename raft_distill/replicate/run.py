@@ -29,7 +29,7 @@ from raft_distill.evaluate.config import SUITES, EvalConfig, ModelEntry
 from raft_distill.evaluate.config import config_from_dict as eval_config_from_dict
 from raft_distill.replicate.config import ARMS, PRUNE_ARMS, ReplicateConfig, set_dotted
 from raft_distill.replicate.report import markdown, plot
-from raft_distill.replicate.table import METRICS, arm_table
+from raft_distill.replicate.table import METRICS, arm_table, item_table, item_vectors
 from schemas.config_files import read_config_mapping
 
 Log = Callable[[str], None]
@@ -235,7 +235,12 @@ def run_eval(
 
 def _scores(result: dict[str, Any], ifeval_metric: str) -> dict[str, float]:
     suites = result["suites"]
-    keys = {"domain": "accuracy", "general": "accuracy", "ifeval": ifeval_metric}
+    keys = {
+        "domain": "accuracy",
+        "general": "accuracy",
+        "ifeval": ifeval_metric,
+        "general_mc": "accuracy",
+    }
     return {m: float(suites[m]["metrics"][keys[m]]) for m in METRICS if m in suites}
 
 
@@ -257,9 +262,11 @@ def build_report(
     """report.json's content: per-run scores + the per-arm table (fractions)."""
     runs = []
     scores: dict[str, dict[int, dict[str, float]]] = {}
+    items: dict[str, dict[int, dict[str, dict[str, Any]]]] = {}
     for (arm, seed, entry), result in zip(entries, results, strict=True):
         sc = _scores(result, cfg.ifeval_metric)
         scores.setdefault(arm, {})[seed if seed is not None else 0] = sc
+        items.setdefault(arm, {})[seed or 0] = item_vectors(result, cfg.ifeval_metric)
         run: dict[str, Any] = {
             "arm": arm,
             "seed": seed,
@@ -326,6 +333,7 @@ def build_report(
             "std": "sample standard deviation over seeds (n - 1); null for one seed",
         },
         "arms": rows,
+        "item_stats": item_table(items),
         "runs": runs,
         "notes": notes,
         "plot": "report.png",

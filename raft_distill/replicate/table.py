@@ -5,6 +5,12 @@ Scores are fractions in [0, 1] as `raft-distill eval` writes them; the tables sh
 - relative change vs SFT, as the paper defines it: (method - SFT) / SFT, SFT = `sft_raw`;
 - fraction of SFT's general-score loss recovered: (method - SFT) / (Base - SFT).
 A zero denominator gives None, shown as "n/a".
+
+Item-level uncertainty (`item_vectors`, `item_table`): per arm, each item's score averaged
+over the arm's seeds; a 95% bootstrap interval over items; every arm minus SFT paired per
+item (`raft_distill.evaluate.stats.compare`: McNemar mid-p when both sides are single 0/1
+vectors, else the paired bootstrap's p). Seed-averaging keeps the pairing by item; the
+seed spread itself is in the std/min-max columns.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METRICS = ("domain", "general", "ifeval")
+from raft_distill.evaluate.stats import bootstrap_ci, compare
+
+METRICS = ("domain", "general", "ifeval", "general_mc")
 
 
 @dataclass(frozen=True)
@@ -114,3 +122,63 @@ def fmt_stats(st: Mapping[str, Any] | None) -> str:
     if st["n"] > 1:
         text += f" ± {100 * st['std']:.1f} [{fmt_pct(st['min'])}-{fmt_pct(st['max'])}]"
     return text
+
+
+def item_vectors(result: Mapping[str, Any], ifeval_metric: str) -> dict[str, dict[str, Any]]:
+    """The per-item scores behind each report column of one eval result (results.json):
+    {metric: {"ids", "values", "weights"}}; columns without per-item scores are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in METRICS:
+        suite, key = ("ifeval", ifeval_metric) if metric == "ifeval" else (metric, "accuracy")
+        data = result.get("suites", {}).get(suite, {}).get("item_scores")
+        if data and key in data["scores"]:
+            score = data["scores"][key]
+            out[metric] = {"ids": data["ids"], "values": score["values"], "weights": score["weights"]}
+    return out
+
+
+def _seed_mean(vectors: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Per-item mean over seeds; None when the seeds were not scored on the same items."""
+    if not vectors or any(v["ids"] != vectors[0]["ids"] for v in vectors):
+        return None
+    n = len(vectors)
+    values = [math.fsum(col) / n for col in zip(*(v["values"] for v in vectors), strict=True)]
+    return {"ids": vectors[0]["ids"], "values": values, "weights": vectors[0]["weights"]}
+
+
+def item_table(
+    items: Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]],
+    sft_arm: str = "sft_raw",
+    n_boot: int = 2000,
+) -> dict[str, Any]:
+    """`items[arm][seed][metric]` = item_vectors(...)[metric]. Returns
+    {"intervals": {arm: {metric: interval}}, "vs_sft": {arm: {metric: comparison}}},
+    intervals and comparisons as `stats` dicts (fractions)."""
+    means: dict[str, dict[str, dict[str, Any]]] = {}
+    for arm, per_seed in items.items():
+        means[arm] = {}
+        for metric in METRICS:
+            vectors = [v[metric] for v in per_seed.values() if metric in v]
+            mean = _seed_mean(vectors)
+            if mean is not None:
+                means[arm][metric] = {**mean, "seeds": len(vectors)}
+    intervals = {
+        arm: {
+            m: {**bootstrap_ci(v["values"], v["weights"], n_boot=n_boot).as_dict(), "seeds": v["seeds"]}
+            for m, v in per_metric.items()
+        }
+        for arm, per_metric in means.items()
+    }
+    sft = means.get(sft_arm, {})
+    vs_sft: dict[str, dict[str, Any]] = {}
+    for arm, per_metric in means.items():
+        if arm == sft_arm:
+            continue
+        for metric, v in per_metric.items():
+            ref = sft.get(metric)
+            if ref is None or ref["ids"] != v["ids"]:
+                continue
+            vs_sft.setdefault(arm, {})[metric] = compare(
+                ref["values"], v["values"], ref["weights"], n_boot=n_boot
+            )
+    return {"intervals": intervals, "vs_sft": vs_sft}

@@ -68,6 +68,10 @@ def test_replicate_tiny_end_to_end_and_resume(
     for line in ("| base | - |", "| sft_raw | 0,1 |", "| raft_ema | 0,1 |", "| raft_ema | 1 |"):
         assert line in md, line
     assert "IFEval prompt-level strict" in md and "(method - SFT) / (Base - SFT)" in md
+    assert "## Scores (%) with 95% bootstrap intervals over items" in md
+    assert "## Paired differences vs SFT (sft_raw), per item (points)" in md
+    assert set(report["item_stats"]["intervals"]) == {"base", "sft_raw", "raft_ema"}
+    assert set(report["item_stats"]["vs_sft"]["raft_ema"]) == {"domain", "general", "ifeval"}
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # rerun: nothing trains, nothing is evaluated again, same table

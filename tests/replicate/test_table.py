@@ -10,6 +10,8 @@ from raft_distill.replicate.table import (
     arm_table,
     fmt_pct,
     fmt_stats,
+    item_table,
+    item_vectors,
     recovered_fraction,
     relative_change,
     summarize,
@@ -101,3 +103,64 @@ def test_formatting():
     assert fmt_stats(None) == "-"
     assert fmt_stats(summarize([0.25]).as_dict()) == "25.0"
     assert fmt_stats(summarize([0.2, 0.3]).as_dict()) == "25.0 ± 7.1 [20.0-30.0]"
+
+
+def _vec(values, ids=None, weights=None):
+    return {"ids": ids or [f"q{i}" for i in range(len(values))], "values": values, "weights": weights}
+
+
+def test_item_table_intervals_and_paired_differences_vs_sft():
+    """SFT right on 40 of 100 items; RAFT right on those plus 20 more (both seeds agree):
+    +20 points, significant; base differs from SFT on 2 items each way: not significant."""
+    sft = [1] * 40 + [0] * 60
+    raft = [1] * 60 + [0] * 40
+    base = [0, 0] + [1] * 38 + [1, 1] + [0] * 58
+    items = {
+        "base": {0: {"general_mc": _vec(base)}},
+        "sft_raw": {0: {"general_mc": _vec(sft)}},
+        "raft_ema": {0: {"general_mc": _vec(raft)}, 1: {"general_mc": _vec(raft)}},
+    }
+    table = item_table(items, n_boot=500)
+    ci = table["intervals"]["raft_ema"]["general_mc"]
+    assert ci["estimate"] == pytest.approx(0.60) and ci["low"] < 0.60 < ci["high"]
+    assert ci["seeds"] == 2 and ci["n"] == 100
+    vs = table["vs_sft"]
+    assert set(vs) == {"base", "raft_ema"}
+    assert vs["raft_ema"]["general_mc"]["diff"]["estimate"] == pytest.approx(0.20)
+    assert vs["raft_ema"]["general_mc"]["significant"]
+    # two identical seeds average to 0/1 values: still McNemar
+    assert vs["raft_ema"]["general_mc"]["test"] == "McNemar mid-p"
+    assert vs["base"]["general_mc"]["test"] == "McNemar mid-p"
+    assert not vs["base"]["general_mc"]["significant"]
+
+
+def test_item_table_averages_seeds_and_skips_mismatched_items():
+    items = {
+        "sft_raw": {0: {"domain": _vec([1, 0, 1, 0])}},
+        "raft_ema": {0: {"domain": _vec([1, 1, 0, 0])}, 1: {"domain": _vec([1, 0, 0, 1])}},
+        "other": {0: {"domain": _vec([1, 1], ids=["x", "y"])}},
+    }
+    table = item_table(items, n_boot=200)
+    assert table["intervals"]["raft_ema"]["domain"]["estimate"] == pytest.approx(0.5)
+    raft = table["vs_sft"]["raft_ema"]["domain"]
+    assert raft["test"] == "paired bootstrap"  # seed means 1, 0.5, 0, 0.5 are not 0/1
+    assert "other" not in table["vs_sft"]  # different items: no pairing
+
+
+def test_item_vectors_read_the_report_columns():
+    result = {
+        "suites": {
+            "ifeval": {
+                "item_scores": {
+                    "ids": ["1"],
+                    "scores": {
+                        "prompt_level_strict": {"values": [0], "weights": None},
+                        "instruction_level_strict": {"values": [0.5], "weights": [2]},
+                    },
+                }
+            },
+            "general": {"metrics": {"accuracy": 0.5}},
+        }
+    }
+    vectors = item_vectors(result, "instruction_level_strict")
+    assert vectors == {"ifeval": {"ids": ["1"], "values": [0.5], "weights": [2]}}
