@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
+import re
 import shutil
 import statistics
 import time
@@ -104,8 +105,22 @@ def _prepare_folder(folder: Path, config_hash: str, overwrite: bool) -> None:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
+    _remove_temp_files(folder)
     (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({"config_hash": config_hash}))
+
+
+# `.<name>.<mkstemp suffix>`: the temp file of an atomic write (schemas.parquet_io)
+_TEMP_FILE = re.compile(r"\.(train-\d+-of-\d+\.parquet|rejected\.parquet|manifest\.json|README\.md)\.[a-z0-9_]{8}")
+
+
+def _remove_temp_files(folder: Path) -> None:
+    """Drop the temp files of writes a killed build never renamed (a shard's full bytes
+    can sit in one), so the folder ends as an uninterrupted build leaves it."""
+    for sub in (folder, folder / "data", folder / "rejected"):
+        for path in sub.glob(".*"):
+            if path.is_file() and _TEMP_FILE.fullmatch(path.name):
+                path.unlink()
 
 
 def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None = None) -> BuildResult:

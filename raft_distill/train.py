@@ -628,6 +628,12 @@ class Trainer:
             desc=f"raft-distill {self.cfg.loss.mode}",
         )
         last: dict[str, Any] = {}
+        if self.start_step and self.metrics_path.exists():
+            # resumed: the summary's final losses come from the last step even when it was
+            # done before the kill (a run killed after its final checkpoint runs no step)
+            from raft_distill.plots import read_metrics
+
+            last = (read_metrics(self.metrics_path) or [{}])[-1]
         for step in range(self.start_step, self.total_steps):
             last = self.train_step(step)
             done = step + 1
