@@ -118,6 +118,11 @@ class MCSuiteConfig(_Strict):
     max_length: int = Field(
         2048, gt=8, description="longest row; a longer context is cut from the left"
     )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
+        None,
+        description="null: the top-level dtype (the engine's model is reused when the engine "
+        "is transformers); bfloat16 scores ~2.5x faster on CPUs with AVX512-BF16",
+    )
 
     @field_validator("tasks")
     @classmethod

