@@ -42,7 +42,7 @@ from schemas.manifest import (
     write_manifest,
 )
 from schemas.model_registry import resolve_model
-from schemas.parquet_io import check_file_schema, read_records, write_records
+from schemas.parquet_io import atomic_write_bytes, check_file_schema, read_records, write_records
 from schemas.records import RefinedRecord, RejectedRecord
 
 STATE_DIR = ".raft"  # local state and logs: `raft-data push` never uploads it
@@ -107,7 +107,7 @@ def _prepare_folder(folder: Path, config_hash: str, overwrite: bool) -> None:
                     target.unlink()
     _remove_temp_files(folder)
     (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"config_hash": config_hash}))
+    atomic_write_bytes(state, json.dumps({"config_hash": config_hash}).encode())  # a kill never leaves half
 
 
 # `.<name>.<mkstemp suffix>`: the temp file of an atomic write (schemas.parquet_io)
