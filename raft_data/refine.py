@@ -23,8 +23,9 @@ from schemas.records import RefinedRecord, SourceRecord
 STAGES = ("rewrite", "filter", "fuse", "judge", "measure")
 # Stamped on every shard: bump when a change to the checks, fusion or measures changes what a
 # row's decision or record would be, so a rerun redoes shards the old logic made (model
-# calls stay cached: they do not depend on it). 2: contradiction + answer checks, copies kept.
-DECISION_VERSION = "2"
+# calls stay cached: they do not depend on it). 2: contradiction + answer checks, copies kept;
+# 3: positional capitals are not names, spelled-out numbers support digits.
+DECISION_VERSION = "3"
 
 
 @dataclass
