@@ -1,0 +1,44 @@
+"""No function in raft_distill/ over 80 lines (def line to last line, docstring included):
+each one reads on one screen. raft_data/ joins once its long functions are split."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT = 80
+PACKAGES = ("raft_distill",)
+# over the limit today, in modules being reworked elsewhere; remove an entry once it is split
+KNOWN = {
+    "raft_distill/replicate/run.py::build_report",
+}
+
+
+def _visit(node: ast.AST, prefix: str, rel: str, found: list[tuple[str, int]]) -> None:
+    for child in ast.iter_child_nodes(node):
+        name = prefix
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            name = f"{prefix}{child.name}"
+            length = (child.end_lineno or child.lineno) - child.lineno + 1
+            if not isinstance(child, ast.ClassDef) and length > LIMIT:
+                found.append((f"{rel}::{name}", length))
+            name += "."
+        _visit(child, name, rel, found)
+
+
+def long_functions(package: str) -> list[tuple[str, int]]:
+    """`path::qualified name` and length of every function over LIMIT lines."""
+    found: list[tuple[str, int]] = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        _visit(tree, "", path.relative_to(REPO).as_posix(), found)
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_function_is_longer_than_a_screen(package: str) -> None:
+    over = [f"{name} ({n} lines)" for name, n in long_functions(package) if name not in KNOWN]
+    assert not over, f"functions over {LIMIT} lines: {over}; split them into named steps"
