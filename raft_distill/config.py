@@ -188,6 +188,12 @@ class TrainConfig(_Strict):
     )
     seed: int = Field(default=0, description="seeds the row order and the rollout sampling")
     progress: bool = Field(default=True, description="show a progress bar (main process)")
+    report_to: list[Literal["tensorboard", "wandb"]] | None = Field(
+        default=None,
+        description="experiment trackers beside metrics.jsonl, through accelerate: "
+        "[tensorboard] (events in <output_dir>/tensorboard), [wandb], both, or [] for none; "
+        "null = [tensorboard] when the tensorboard package is installed, else none",
+    )
 
 
 class FitConfig(_Strict):

