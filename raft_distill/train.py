@@ -45,7 +45,14 @@ import yaml
 from raft_distill import rollout, sharding, teacher
 from raft_distill.balance import EmaBalance, FixedBalance
 from raft_distill.config import FitConfig
-from raft_distill.data import Dataset, Example, build_dataset, load_rows, step_indices
+from raft_distill.data import (
+    FALLBACK_PROMPT,
+    Dataset,
+    Example,
+    build_dataset,
+    load_rows,
+    step_indices,
+)
 from raft_distill.errors import DistillError
 from raft_distill.head import check_head
 from raft_distill.log import run_log
@@ -341,6 +348,11 @@ class Trainer:
             f"data {cfg.data.path}: {d.source_rows} rows -> {len(d.train)} train, "
             f"{len(d.eval)} eval, {sum(skipped.values())} skipped {skipped or ''}"
         )
+        if not getattr(self.tokenizer, "chat_template", None):
+            log.warning(
+                "the student's tokenizer has no chat template: prompts are plain text "
+                f"{FALLBACK_PROMPT!r}, and so is the teacher context (teacher.format plain)"
+            )
         if cfg.loss.mode == "on-policy":
             log.info("teacher context: the student's own prompt (loss.mode on-policy)")
         else:
