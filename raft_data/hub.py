@@ -508,15 +508,7 @@ def _push(
     message = commit_message(manifest, options.commit_message)
     retry = lambda step, what: with_retries(step, what, options, log)  # noqa: E731
 
-    retry(
-        lambda: api.create_repo(repo_id, repo_type="dataset", private=options.private, exist_ok=True),
-        "create repo",
-    )
-    if revision != "main":
-        retry(
-            lambda: api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True),
-            "create branch",
-        )
+    _ensure_repo(api, repo_id, revision, options.private, retry)
 
     def current_state() -> tuple[str, Plan]:
         # one commit for the whole read: the tree (every page of it) and the card agree
@@ -586,6 +578,16 @@ def _push(
         result.uploaded += sorted(adds)
         result.deleted += deletes
     return result
+
+
+def _ensure_repo(api: Any, repo_id: str, revision: str, private: bool | None, retry: Callable[..., Any]) -> None:
+    """The dataset repo, and the branch when it is not main (both idempotent)."""
+    retry(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True), "create repo")
+    if revision != "main":
+        retry(
+            lambda: api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True),
+            "create branch",
+        )
 
 
 def _description(manifest: Manifest) -> str:

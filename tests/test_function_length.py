@@ -1,5 +1,5 @@
-"""No function in raft_distill/ over 80 lines (def line to last line, docstring included):
-each one reads on one screen. raft_data/ joins once its long functions are split."""
+"""No function in raft_data/, raft_distill/ or schemas/ over 80 lines (def line to last
+line, docstring included): each one reads on one screen."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 80
-PACKAGES = ("raft_distill",)
+PACKAGES = ("raft_data", "raft_distill", "schemas")
 # over the limit today, in modules being reworked elsewhere; remove an entry once it is split
-KNOWN = {
-    "raft_distill/replicate/run.py::build_report",
-}
+KNOWN: set[str] = set()
 
 
 def _visit(node: ast.AST, prefix: str, rel: str, found: list[tuple[str, int]]) -> None:

@@ -252,6 +252,26 @@ def _last_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
+def _report_notes(scores: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """What the table cannot say on its own: missing reference arms, no forgetting to recover."""
+    notes = []
+    if "sft_raw" not in scores:
+        notes.append("sft_raw is not among the arms: relative changes are n/a.")
+    if "base" not in scores or "sft_raw" not in scores:
+        notes.append("base and sft_raw are both needed for the general loss recovered.")
+    else:
+        b = rows[list(scores).index("base")]["stats"].get("general")
+        s = rows[list(scores).index("sft_raw")]["stats"].get("general")
+        if b and s and b["mean"] == s["mean"]:
+            notes.append("Base == SFT on general QA: no loss to recover (n/a).")
+        elif b and s and b["mean"] < s["mean"]:
+            notes.append(
+                "SFT scored above Base on general QA here (no forgetting to recover): "
+                "the recovered fraction's sign is not meaningful."
+            )
+    return notes
+
+
 def build_report(
     cfg: ReplicateConfig,
     entries: list[tuple[str, int | None, ModelEntry]],
@@ -293,21 +313,7 @@ def build_report(
             )
         runs.append(run)
     rows = arm_table(scores)
-    notes = []
-    if "sft_raw" not in scores:
-        notes.append("sft_raw is not among the arms: relative changes are n/a.")
-    if "base" not in scores or "sft_raw" not in scores:
-        notes.append("base and sft_raw are both needed for the general loss recovered.")
-    else:
-        b = rows[list(scores).index("base")]["stats"].get("general")
-        s = rows[list(scores).index("sft_raw")]["stats"].get("general")
-        if b and s and b["mean"] == s["mean"]:
-            notes.append("Base == SFT on general QA: no loss to recover (n/a).")
-        elif b and s and b["mean"] < s["mean"]:
-            notes.append(
-                "SFT scored above Base on general QA here (no forgetting to recover): "
-                "the recovered fraction's sign is not meaningful."
-            )
+    notes = _report_notes(scores, rows)
     return {
         "command": command,
         "cwd": str(Path.cwd()),
