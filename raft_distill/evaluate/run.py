@@ -277,7 +277,9 @@ def _judge(
 
     def open_judge(name: str) -> Generator:
         resolved = _resolve(name)
-        return open_generator(resolved.path, engine, cfg.batch_size, cfg.dtype, cfg.max_model_len)
+        return open_generator(
+            resolved.path, engine, cfg.batch_size, cfg.dtype, cfg.max_model_len, cfg.progress
+        )
 
     votes, texts = collect_votes(
         judges, items, open_judge, judge_cfg.prompt_template, judge_cfg.max_new_tokens, log
