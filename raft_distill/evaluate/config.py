@@ -16,7 +16,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -25,6 +24,7 @@ from raft_distill.config import apply_overrides
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.judge import DEFAULT_JUDGE_TEMPLATE
 from raft_distill.evaluate.mc_tasks import TASKS as MC_TASKS
+from schemas import config_files
 from schemas.config_files import read_config_mapping
 
 SUITES = ("domain", "ifeval", "general")  # the defaults when `suites` is left out
@@ -239,43 +239,10 @@ class EvalConfig(_Strict):
         return self
 
 
-def _allowed(loc: tuple[int | str, ...]) -> list[str]:
-    """Keys allowed at the parent of `loc`, walking the nested config models."""
-    current: Any = EvalConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
-        if field is None:
-            return []
-        annotation = field.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not models:
-            return []
-        current = models[0]
-    return list(current.model_fields)
-
-
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for item in err.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.endswith("]")))
-        key = ".".join(str(p) for p in loc)
-        if item["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed(loc))
-            lines.append(f"{source}: unknown key '{key}'; allowed here: {allowed}")
-        else:
-            lines.append(f"{source}: key '{key}': {item['msg']}")
-    return "\n".join(lines)
-
-
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> EvalConfig:
-    """Validate a raw config mapping; errors name the key."""
-    try:
-        return EvalConfig.model_validate(raw)
-    except ValidationError as err:
-        raise DistillError(_format_error(err, source)) from None
+    """Validate a raw config mapping; errors name the key, the value and what is allowed
+    (the formatter every command shares, `schemas.config_files`)."""
+    return config_files.validate_config(EvalConfig, raw, source, DistillError, "raft-distill config --kind eval")
 
 
 def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:

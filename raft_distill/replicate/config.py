@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from raft_distill.errors import DistillError
 from raft_distill.prune import DEFAULT_RATIO, Targets
@@ -236,27 +236,12 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _format_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        if not key:  # a check across keys: its message names them
-            lines.append(f"{source}: {str(item['msg']).removeprefix('Value error, ')}")
-        elif item["type"] == "extra_forbidden":
-            section = PruneConfig if item["loc"][0] == "prune" else ReplicateConfig
-            allowed = ", ".join(section.model_fields)
-            lines.append(f"{source}: unknown key '{key}'; allowed here: {allowed}")
-        else:
-            lines.append(f"{source}: key '{key}': {item['msg']}")
-    return "\n".join(lines)
-
-
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> ReplicateConfig:
-    """Validate a raw replicate config; errors name the key."""
-    try:
-        return ReplicateConfig.model_validate(raw)
-    except ValidationError as err:
-        raise DistillError(_format_error(err, source)) from None
+    """Validate a raw replicate config; errors name the key, the value and what is allowed
+    (the formatter every command shares, `schemas.config_files`)."""
+    return config_files.validate_config(
+        ReplicateConfig, raw, source, DistillError, "raft-distill config --kind replicate"
+    )
 
 
 def load_replicate_config(path: str | Path, overrides: list[str] | None = None) -> ReplicateConfig:
