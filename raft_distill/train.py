@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import yaml
 
-from raft_distill import rollout, sharding, teacher
+from raft_distill import lora, rollout, sharding, teacher
 from raft_distill.balance import EmaBalance, FixedBalance
 from raft_distill.config import FitConfig
 from raft_distill.data import (
@@ -154,6 +154,9 @@ def load_models(cfg: FitConfig) -> tuple[Any, Any, Any]:
         log.info("loss.mode sft: no teacher loaded, no rollouts")
         return tokenizer, student, teacher_model
     teacher_path = _resolve(cfg.teacher_name)
+    if cfg.train.lora is not None and teacher_path == student_path:
+        log.info("teacher: the student's base weights with the LoRA adapters disabled (one copy)")
+        return tokenizer, student, teacher_model
     if teacher_path != student_path:
         log.info("teacher: %s (%s), frozen", cfg.teacher_name, teacher_path)
         t_tok = AutoTokenizer.from_pretrained(teacher_path)
@@ -279,6 +282,7 @@ class Trainer:
         self.start_step = 0
         self.use_kl = cfg.loss.mode in ("raft", "on-policy")
         self.use_sft = cfg.loss.mode in ("raft", "sft")
+        self._check_lora()
         self._build_accelerator()
         lm = self._build_models()
         self._build_data()
@@ -330,6 +334,22 @@ class Trainer:
         log.debug("eos ids %s, pad id %d", sorted(self.eos_ids), self.pad_id)
         return lm
 
+    def _check_lora(self) -> None:
+        """train.lora's combinations that are not supported, refused before loading."""
+        cfg = self.cfg
+        if cfg.train.lora is None:
+            return
+        if cfg.train.fsdp:
+            raise DistillError(
+                "train.lora with train.fsdp is not supported (FSDP2 sharding of the peft "
+                "model is untested here); use LoRA on one process or DDP, or remove train.lora"
+            )
+        if self.use_kl and cfg.rollout.engine == "vllm":
+            raise DistillError(
+                "train.lora with rollout.engine: vllm is not supported yet (the engine would "
+                "need the merged weights at each sync); use rollout.engine: transformers"
+            )
+
     def _build_data(self) -> None:
         """Rows -> tokenized train/eval examples; the number of optimizer steps."""
         cfg = self.cfg
@@ -372,6 +392,16 @@ class Trainer:
         lm.config.use_cache = False
         if self.teacher_model is not None:
             self.teacher_model.to(self.device)
+        self.peft: Any = None  # the PeftModel around lm with train.lora; lm holds its adapters
+        if cfg.train.lora is not None:
+            self.peft = lora.add_adapters(lm, cfg.train.lora, cfg.train.seed)
+            trained = sum(p.numel() for p in lm.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in lm.parameters())
+            log.info(
+                f"LoRA r {cfg.train.lora.r}, alpha {cfg.train.lora.alpha}, dropout "
+                f"{cfg.train.lora.dropout}, target_modules {cfg.train.lora.target_modules!r}: "
+                f"{trained:,} of {total:,} parameters train"
+            )
         self.model = StudentScorer(lm, chunk=cfg.loss.logit_chunk_size)
         if cfg.train.fsdp:
             sharding.shard_student(self.model, self.device)
@@ -379,8 +409,9 @@ class Trainer:
     def _build_optimizer(self) -> None:
         """AdamW (weight decay on matrices only) and the learning-rate schedule."""
         t = self.cfg.train
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        trained = [p for p in self.model.parameters() if p.requires_grad]  # LoRA: the adapters
+        decay = [p for p in trained if p.ndim >= 2]
+        no_decay = [p for p in trained if p.ndim < 2]
         optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": t.weight_decay},
@@ -487,8 +518,16 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def save_model(self, folder: Path) -> None:
-        """A plain HF folder (safetensors + config + tokenizer) that transformers loads."""
+        """A plain HF folder (safetensors + config + tokenizer) that transformers loads; with
+        train.lora, the merged model there (unless merge_on_save is off) and adapter/."""
         unwrapped = self.accelerator.unwrap_model(self.model).lm
+        if self.peft is not None:
+            if self.accelerator.is_main_process:
+                unwrapped.config.use_cache = True
+                lora.save(self.peft, folder, merged=bool(self.cfg.train.lora.merge_on_save))  # type: ignore[union-attr]
+                unwrapped.config.use_cache = False
+                self.tokenizer.save_pretrained(folder)
+            return
         state = None
         if self.cfg.train.fsdp:
             full = sharding.full_state_dict(self.model)  # every process takes part
@@ -658,14 +697,16 @@ class Trainer:
         read after its context (y^ and x, or x alone in on-policy mode)."""
         cfg = self.cfg.loss
         packed = teacher.pack([e.teacher_ids for e in batch], z, self.pad_id)
-        return teacher.score(
-            self.teacher_model,
-            packed,
-            cfg.top_k,
-            cfg.logit_chunk_size,
-            self.device,
-            autocast=self.bf16,
-        )
+        base = self.teacher_model is None  # LoRA: the student's base, adapters disabled
+        with lora.adapters_off(self.peft) if base else contextlib.nullcontext(self.teacher_model) as model:
+            return teacher.score(
+                model,
+                packed,
+                cfg.top_k,
+                cfg.logit_chunk_size,
+                self.device,
+                autocast=self.bf16,
+            )
 
     def _kl_backward(
         self,
