@@ -3,6 +3,10 @@ tokenizer family. Imported as `from tests.distill.helpers import ...`."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,9 @@ QA = [
     ("What is frozen water called?", "Frozen water is called ice."),
     ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
 ]
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_record(question: str, answer: str, **overrides: Any) -> RefinedRecord:
@@ -100,3 +107,29 @@ def make_metaspace_tokenizer() -> Any:
         "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
     )
     return fast
+
+
+def run_fit_cli(
+    args: list[str], nproc: int = 1, timeout: int = 240
+) -> subprocess.CompletedProcess[str]:
+    """`python -m raft_distill ...`, under torchrun with `nproc` gloo processes when > 1, in
+    its own session so that a hung run and its workers are killed as one group; a timeout
+    fails the test with the run's stderr."""
+    import pytest
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "raft_distill", *args]
+    if nproc > 1:
+        launch = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone"]
+        cmd = [sys.executable, *launch, *cmd[1:]]
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} timed out after {timeout}s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

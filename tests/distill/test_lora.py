@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from raft_distill import teacher
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.train import Trainer, fit
-from tests.distill.helpers import tiny_config
+from tests.distill.helpers import run_fit_cli, tiny_config
 
 pytest.importorskip("peft")
 
@@ -110,6 +111,41 @@ def test_lora_resume_equals_uninterrupted_run(tiny_model_dir, tiny_dataset, tmp_
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
     assert not (full / "final" / "model.safetensors").exists()  # merge_on_save off
+
+
+def test_lora_two_processes_match_one(tiny_model_dir, tiny_dataset, tmp_path):
+    """torchrun, 2 gloo processes with DDP: the same losses and adapters as 1 process with 2
+    micro-batches (greedy rollouts, so both score the same trajectories)."""
+    outs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        raw = tiny_config(
+            tiny_model_dir,
+            tiny_dataset,
+            out,
+            rollout={"temperature": 0.0, "max_new_tokens": 6},
+            train={
+                "max_steps": 2,
+                "lr": 1e-2,
+                "adam_eps": 1e-3,
+                "gradient_accumulation_steps": 2 // nproc,
+                "report_to": [],
+                "lora": {**LORA, "merge_on_save": False},
+            },
+        )
+        path = tmp_path / f"c{nproc}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        proc = run_fit_cli(["fit", str(path)], nproc=nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[nproc] = out
+    for ra, rb in zip(_metrics(outs[1]), _metrics(outs[2]), strict=True):
+        for key in ("loss", "loss_sft", "loss_kl", "lambda", "trajectory_tokens"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
+    assert json.loads((outs[2] / "summary.json").read_text())["distributed"] == "MULTI_CPU"
+    wa, wb = (load_file(str(o / "final/adapter/adapter_model.safetensors")) for o in outs.values())
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(
