@@ -100,6 +100,14 @@ def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
+def merged_parameters(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """`merged_state_dict` as `named_parameters` names them (a tied head once): what the
+    vLLM engine gets at each sync (`VLLMRollout.sync_weights`)."""
+    names = [n.replace(".base_layer.", ".") for n, _ in model.get_base_model().named_parameters()]
+    state = merged_state_dict(model)
+    return [(n, state[n]) for n in names if ".lora_" not in n]
+
+
 def save(model: Any, folder: Path, merged: bool) -> None:
     """adapter/ in peft's format; with `merged`, the merged full model in `folder` itself."""
     model.save_pretrained(folder / "adapter", safe_serialization=True)

@@ -344,11 +344,6 @@ class Trainer:
                 "train.lora with train.fsdp is not supported (FSDP2 sharding of the peft "
                 "model is untested here); use LoRA on one process or DDP, or remove train.lora"
             )
-        if self.use_kl and cfg.rollout.engine == "vllm":
-            raise DistillError(
-                "train.lora with rollout.engine: vllm is not supported yet (the engine would "
-                "need the merged weights at each sync); use rollout.engine: transformers"
-            )
 
     def _build_data(self) -> None:
         """Rows -> tokenized train/eval examples; the number of optimizer steps."""
@@ -636,7 +631,9 @@ class Trainer:
             with _timed(times, "rollout"):
                 if self._vllm_synced_step != step:  # the weights changed since the last rollout
                     lm = self.accelerator.unwrap_model(self.model).lm
-                    self.vllm.sync_weights(lm.named_parameters())
+                    # LoRA: the merged weights W + (alpha / r) B A, computed afresh
+                    weights = lora.merged_parameters(self.peft) if self.peft else None
+                    self.vllm.sync_weights(weights or lm.named_parameters())
                     self._vllm_synced_step = step
                 trajectories: list[list[int]] = self.vllm.sample(prompts, self.eos_ids, seed)
             return trajectories

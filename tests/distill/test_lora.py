@@ -152,7 +152,6 @@ def test_lora_two_processes_match_one(tiny_model_dir, tiny_dataset, tmp_path):
     ("sections", "match"),
     [
         ({"train": {"lora": LORA, "fsdp": True}}, "train.lora with train.fsdp"),
-        ({"train": {"lora": LORA}, "rollout": {"engine": "vllm"}}, "rollout.engine: vllm"),
         ({"train": {"lora": {"target_modules": ["lm_head", "q_proj"]}}}, "lm_head"),
         ({"train": {"lora": {"target_modules": ["no_such_layer"]}}}, "target_modules"),
     ],

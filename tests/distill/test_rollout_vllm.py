@@ -111,3 +111,53 @@ def test_fit_with_vllm_rollouts_matches_hf_rollouts(
         for key in ("loss", "loss_sft", "loss_kl", "lambda"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
     assert hf[0]["loss_kl"] != pytest.approx(hf[-1]["loss_kl"], rel=1e-3)  # the student moved
+
+
+def test_engine_follows_the_merged_lora_student(
+    vllm_tiny_dir: Path, tiny_dataset: Path, tmp_path: Path
+):
+    """train.lora: each sync sends the merged weights W + (alpha / r) B A, so the engine
+    samples as the student with its adapters on; a fit with vLLM rollouts matches HF's."""
+    pytest.importorskip("peft")
+    from raft_distill import lora
+    from raft_distill.config import LoraConfig
+    from raft_distill.rollout_vllm import VLLMRollout
+
+    tok = AutoTokenizer.from_pretrained(vllm_tiny_dir)
+    lm = AutoModelForCausalLM.from_pretrained(vllm_tiny_dir, dtype=torch.float32)
+    student = lora.add_adapters(lm, LoraConfig(r=4, alpha=8), seed=0)
+    greedy = RolloutConfig(max_new_tokens=8, temperature=0.0, engine="vllm")
+    prompts = [tok("Hello there, how are you?")["input_ids"], tok("What is 2+2?")["input_ids"]]
+    eos = {int(tok.eos_token_id)}
+    engine = VLLMRollout(vllm_tiny_dir, greedy, seed=0)
+    try:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, param in lm.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(std=0.5)
+        cpu = torch.device("cpu")
+        expected = sample_trajectories(lm, prompts, greedy, tok.pad_token_id, eos, cpu)
+        assert engine.sample(prompts, eos, 0) != expected  # the base alone samples otherwise
+        engine.sync_weights(lora.merged_parameters(student))
+        assert engine.sample(prompts, eos, 0) == expected
+    finally:
+        engine.close()
+
+    runs = {}
+    for name in ("transformers", "vllm"):
+        out = tmp_path / name
+        raw = tiny_config(
+            vllm_tiny_dir,
+            tiny_dataset,
+            out,
+            rollout={"temperature": 0.0, "max_new_tokens": 6, "engine": name},
+            train={"max_steps": 3, "lr": 5e-2, "lora": {"r": 4, "alpha": 8}, "report_to": []},
+        )
+        fit(config_from_dict(raw))
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        runs[name] = [json.loads(line) for line in lines]
+    for a, b in zip(runs["transformers"], runs["vllm"], strict=True):
+        assert a["trajectory_tokens"] == b["trajectory_tokens"]
+        for key in ("loss", "loss_sft", "loss_kl", "lambda"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
