@@ -6,6 +6,8 @@ prompts, sampling seed and sampled-token budget:
   chunked lm_head, student K logits as h . W[ids]^T, chunked SFT CE, EMA lambda);
 - raft_distill_vllm: the same with `rollout.engine: vllm` (not in the default list: it
   needs vllm; `--variants raft_distill,raft_distill_vllm`);
+- raft_distill_lora: the same with `train.lora` (r 16, alpha 32, all linear layers; the
+  teacher is the base with the adapters off; needs peft; not in the default list);
 - naive: the same algorithm written the obvious way: HF forward with full [B, S, V]
   logits for teacher and student, full-vocabulary temperature forward KL, SFT CE from full
   logits, EMA lambda, AdamW (single micro-batch, so lambda is known before backward);
@@ -118,7 +120,12 @@ def write_data(folder: Path, batch: int) -> Path:
 
 
 def base_config(
-    args: argparse.Namespace, model: str, data: Path, out: Path, engine: str = "transformers"
+    args: argparse.Namespace,
+    model: str,
+    data: Path,
+    out: Path,
+    engine: str = "transformers",
+    lora: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "data": {"path": str(data)},
@@ -134,17 +141,24 @@ def base_config(
             "output_dir": str(out),
             "progress": False,
             "seed": 0,
+            "lora": lora,
         },
     }
 
 
 def run_raft_distill(
-    args: argparse.Namespace, model: str, data: Path, work: Path, engine: str = "transformers"
+    args: argparse.Namespace,
+    model: str,
+    data: Path,
+    work: Path,
+    engine: str = "transformers",
+    lora: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from raft_distill.config import config_from_dict
     from raft_distill.train import Trainer
 
-    trainer = Trainer(config_from_dict(base_config(args, model, data, work / "rd", engine)))
+    raw = base_config(args, model, data, work / "rd", engine, lora)
+    trainer = Trainer(config_from_dict(raw))
     trainer._prepare_output()
     trainer.model.train()
     trainer.train_step(0)  # warm-up
@@ -325,9 +339,17 @@ def run_raft_distill_vllm(
     return run_raft_distill(args, model, data, work, engine="vllm")
 
 
+def run_raft_distill_lora(
+    args: argparse.Namespace, model: str, data: Path, work: Path
+) -> dict[str, Any]:
+    """raft_distill with `train.lora` (r 16, alpha 32, all linear layers): one base copy."""
+    return run_raft_distill(args, model, data, work, lora={"r": 16, "alpha": 32})
+
+
 RUNNERS = {
     "raft_distill": run_raft_distill,
     "raft_distill_vllm": run_raft_distill_vllm,
+    "raft_distill_lora": run_raft_distill_lora,
     "naive": run_naive,
     "trl": run_trl,
 }
