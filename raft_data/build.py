@@ -17,6 +17,8 @@ import shutil
 import statistics
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +125,22 @@ def _remove_temp_files(folder: Path) -> None:
                 path.unlink()
 
 
-def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None = None) -> BuildResult:
+def build(
+    cfg: PipelineConfig,
+    overwrite: bool = False,
+    max_shards: int | None = None,
+    worker: tuple[int, int] | None = None,
+) -> BuildResult:
     """Run stage 1 for a config. `max_shards` stops early (tests of resume); the manifest
-    and card are written only when every shard is done."""
+    and card are written only when every shard is done.
+
+    `worker=(i, n)` builds only the shards whose index is i modulo n, so n copies (GPUs, a
+    SLURM array) share a build; they share the call cache (SQLite, WAL). The one that finds
+    every shard finished writes the manifest and card; a plain rerun does the same.
+    """
+    if worker is not None and overwrite:
+        raise RaftDataError("--overwrite with --worker would let one worker delete another's shards; "
+                            "clear output.dir once, then start the workers")
     started = time.perf_counter()
     folder = Path(cfg.output.dir)
     config_hash = cfg.config_hash()
@@ -135,11 +150,17 @@ def build(cfg: PipelineConfig, overwrite: bool = False, max_shards: int | None =
         log.info("build '%s' -> %s (config %s); log: %s", cfg.name, folder, config_hash, log_path)
         log.debug("config: %s", json.dumps(cfg.model_dump(mode="json"), sort_keys=True))
         _log_input(loaded)
-        return _build(cfg, folder, loaded, config_hash, max_shards, started)
+        return _build(cfg, folder, loaded, config_hash, max_shards, started, worker)
 
 
 def _build(
-    cfg: PipelineConfig, folder: Path, loaded: LoadedInput, config_hash: str, max_shards: int | None, started: float
+    cfg: PipelineConfig,
+    folder: Path,
+    loaded: LoadedInput,
+    config_hash: str,
+    max_shards: int | None,
+    started: float,
+    worker: tuple[int, int] | None = None,
 ) -> BuildResult:
     records = loaded.records
     size = cfg.output.shard_size
@@ -149,21 +170,16 @@ def _build(
         "input_fingerprint": loaded.fingerprint,
         "decision_version": refine.DECISION_VERSION,
     }
-    timings = {stage: StageTiming() for stage in STAGES}
+    mine = [i for i in range(total) if worker is None or i % worker[1] == worker[0]]
+    if worker is not None:
+        log.info("worker %d/%d: %d of %d shards (index %% %d == %d)", worker[0], worker[1], len(mine), total, worker[1], worker[0])
     cache = CallCache(folder / STATE_DIR / "calls.sqlite")
     models: Models | None = None
     done = skipped = 0
     try:
-        for index in tqdm(range(total), desc="shards", unit="shard"):
+        for index in tqdm(mine, desc="shards", unit="shard"):
             path = folder / shard_name(index, total)
-            extra = _shard_done(path, stamp)
-            if extra is not None:
-                for stage, value in json.loads(extra.get("timings", "{}")).items():
-                    t = StageTiming.model_validate(value)
-                    timings[stage].seconds += t.seconds
-                    timings[stage].requests += t.requests
-                    timings[stage].cached += t.cached
-                    timings[stage].generated_tokens += t.generated_tokens
+            if _shard_done(path, stamp) is not None:
                 skipped += 1
                 continue
             if max_shards is not None and done >= max_shards:
@@ -175,16 +191,55 @@ def _build(
             meta = {**stamp, "timings": json.dumps({k: v.model_dump() for k, v in shard_timings.items()})}
             write_records(path, refined, RefinedRecord, meta)
             log.debug("%s built: %d rows, %s", path.name, len(refined), by_reason(r.reason for r in refined))
-            for stage, t in shard_timings.items():
-                timings[stage].seconds += t.seconds
-                timings[stage].requests += t.requests
-                timings[stage].cached += t.cached
-                timings[stage].generated_tokens += t.generated_tokens
             done += 1
     finally:
         cache.close()
     log.info("shards: %d built, %d reused", done, skipped)
+    if worker is not None:
+        pending = [i for i in range(total) if _shard_done(folder / shard_name(i, total), stamp) is None]
+        if pending:
+            log.info(
+                "worker %d/%d finished its shards; %d shard(s) of other workers pending: the last "
+                "worker, or a plain rerun, writes the manifest and card", worker[0], worker[1], len(pending)
+            )
+            return BuildResult(folder, None, done, skipped)
+    with _finalize_lock(folder):
+        manifest = _finalize(cfg, folder, loaded, stamp, total, started)
+    return BuildResult(folder, manifest, done, skipped)
 
+
+@contextmanager
+def _finalize_lock(folder: Path) -> Iterator[None]:
+    """One finalizer at a time: two workers that finish together write the same files, in turn.
+    flock is released when its process dies, so a killed worker never blocks the others."""
+    import fcntl
+
+    with open(folder / STATE_DIR / "finalize.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _shard_timings(folder: Path, total: int) -> dict[str, StageTiming]:
+    """Each stage's time and counts, summed over the shards' own stamps (whoever built them)."""
+    timings = {stage: StageTiming() for stage in STAGES}
+    for i in range(total):
+        extra = check_file_schema(folder / shard_name(i, total), RefinedRecord)
+        for stage, value in json.loads(extra.get("timings", "{}")).items():
+            t = StageTiming.model_validate(value)
+            timings[stage].seconds += t.seconds
+            timings[stage].requests += t.requests
+            timings[stage].cached += t.cached
+            timings[stage].generated_tokens += t.generated_tokens
+    return timings
+
+
+def _finalize(
+    cfg: PipelineConfig, folder: Path, loaded: LoadedInput, stamp: dict[str, str], total: int, started: float
+) -> Manifest:
+    """Every shard is done: the rejected rows, the manifest, the plots and the card."""
     write_records(folder / REJECTED_FILE, loaded.rejected, RejectedRecord, stamp)
     data_files = [shard_name(i, total) for i in range(total)]
     for stale in (folder / "data").glob("*.parquet"):
@@ -195,6 +250,7 @@ def _build(
     table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False)
     rows = table.to_pylist()
     _log_outcome(rows, cfg)
+    timings = _shard_timings(folder, total)
     manifest = _manifest(cfg, loaded.fingerprint, loaded.rows_in, rows, len(loaded.rejected), timings, data_files)
     sims = [r["similarity"] for r in rows if r["similarity"] is not None]
     judged = [r["fusion_score"] for r in rows if r["fusion_score"] is not None]
@@ -202,7 +258,7 @@ def _build(
     manifest.timings["total"] = StageTiming(seconds=time.perf_counter() - started)
     write_manifest(folder, manifest)
     write_card(folder, manifest, cfg.output.license, cfg.output.language, plots)
-    return BuildResult(folder, manifest, done, skipped)
+    return manifest
 
 
 def _log_input(loaded: LoadedInput) -> None:

@@ -20,8 +20,16 @@ def main() -> None:
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. --set input.limit=20")
 @click.option("--overwrite", is_flag=True, help="replace an output folder built from another config")
-def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> None:
+@click.option(
+    "--worker", default=None, metavar="I/N",
+    help="build only shards with index % N == I (0 <= I < N), e.g. --worker $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+)
+def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool, worker: str | None) -> None:
     """Build the refined dataset described by PIPELINE (a YAML file in pipelines/).
+
+    With --worker I/N, N copies share one build (one per GPU, or a job array): each builds
+    its own shards, and the one that finds every shard done writes the manifest and card
+    (so does a plain rerun).
 
     Decisions (engine, dtype, shards redone and why, fallbacks by reason) are logged on
     stderr and, with details, in OUTPUT/.raft/logs/build-<time>.log.
@@ -34,7 +42,7 @@ def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> Non
     log_to_stderr()  # INFO here; DEBUG too in the build's own file, OUTPUT/.raft/logs/
     try:
         cfg = load_config(pipeline, list(overrides))
-        result = build(cfg, overwrite=overwrite)
+        result = build(cfg, overwrite=overwrite, worker=parse_worker(worker) if worker else None)
     except (RaftDataError, SchemaError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -42,8 +50,24 @@ def build_cmd(pipeline: str, overrides: tuple[str, ...], overwrite: bool) -> Non
         from raft_data.backends import close_backends
 
         close_backends()
-    assert result.manifest is not None
+    if result.manifest is None:
+        click.echo(
+            f"worker {worker}: {result.shards_done} shard(s) built, {result.shards_skipped} reused; other "
+            "workers' shards still pending (the last worker, or a plain rerun, writes the manifest)"
+        )
+        return
     click.echo(format_summary(result.manifest, result.folder, result.shards_done, result.shards_skipped))
+
+
+def parse_worker(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N), 0 <= I < N."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise RaftDataError(f"--worker {text!r}: expected I/N with integers, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise RaftDataError(f"--worker {text!r}: need 0 <= I < N")
+    return i, n
 
 
 @main.command("config")

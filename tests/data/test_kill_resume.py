@@ -19,10 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
-from schemas.parquet_io import META_EXTRA
+from tests.data.build_compare import assert_same_build
 from tests.killpoints import BUILD_STAGES, KILL_ENV, STATE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,51 +65,6 @@ def run(cfg: Path, state: Path, kill_at: str = "") -> subprocess.CompletedProces
            "HF_HUB_OFFLINE": "1", STATE_ENV: str(state), KILL_ENV: kill_at}
     cmd = [sys.executable, str(KILLPOINTS), "raft_data", "build", cfg.name]
     return subprocess.run(cmd, cwd=cfg.parent, env=env, capture_output=True, text=True, timeout=300)
-
-
-def files(folder: Path) -> dict[str, Path]:
-    """Every file of a build output but its private state (.raft/)."""
-    return {
-        p.relative_to(folder).as_posix(): p
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.relative_to(folder).parts[0] != ".raft"
-    }
-
-
-def shard_meta(path: Path) -> dict:
-    meta = dict(pq.read_schema(path).metadata)
-    extra = json.loads(meta.pop(META_EXTRA))
-    extra.pop("timings")  # seconds, cached calls and generated tokens depend on the run
-    return {**{k.decode(): v.decode() for k, v in meta.items()}, "extra": extra}
-
-
-def manifest(path: Path) -> dict:
-    m = json.loads(path.read_text())
-    m.pop("created_at")
-    m["timings"] = {stage: t["requests"] for stage, t in m["timings"].items() if stage != "total"}
-    return m
-
-
-def card(path: Path, created_at: str) -> str:
-    text = path.read_text().replace(created_at, "<created_at>")
-    head, rest = text.split("## Timings", 1)
-    return head + rest[rest.index("## Load it"):]
-
-
-def assert_same_build(got: Path, want: Path) -> None:
-    a, b = files(got), files(want)
-    assert list(a) == list(b), "different files (a half-written file left behind?)"
-    for name in a:
-        if name.startswith("data/"):
-            assert pq.read_table(a[name]).equals(pq.read_table(b[name])), name
-            assert shard_meta(a[name]) == shard_meta(b[name]), name
-        elif name == "manifest.json":
-            assert manifest(a[name]) == manifest(b[name])
-        elif name == "README.md":
-            created = [json.loads((f / "manifest.json").read_text())["created_at"] for f in (got, want)]
-            assert card(a[name], created[0]) == card(b[name], created[1])
-        else:  # rejected/rejected.parquet, the plots
-            assert a[name].read_bytes() == b[name].read_bytes(), name
 
 
 def test_kill_9_in_every_build_stage_then_rerun_equals_uninterrupted(tmp_path: Path, tiny_model_dir: Path) -> None:
