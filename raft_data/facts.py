@@ -73,10 +73,12 @@ class Facts:
 
 def tokens(text: str) -> list[Token]:
     """Words with where they stand: sentence starts, labels and notation letters."""
-    out = []
+    out: list[Token] = []
     for m in _WORD.finditer(text):
-        before, after = text[: m.start()], text[m.end() :]
-        start = bool(_SENTENCE_END.search(before)) or not before.strip()
+        # only the text just around a word decides where it stands: linear in the text
+        before, after = text[max(0, m.start() - 64) : m.start()], text[m.end() : m.end() + 8]
+        first = not out and not text[: m.start()].strip()
+        start = first or bool(_SENTENCE_END.search(before)) and bool(before.strip() or m.start() < 64)
         clause = start or bool(_CLAUSE_START.search(before))
         colon = bool(re.search(r":\s*$", before))
         label = after.startswith(":")
