@@ -91,9 +91,10 @@ def _shard_done(path: Path, stamp: dict[str, str]) -> dict[str, str] | None:
     return extra
 
 
-def _prepare_folder(folder: Path, config_hash: str, overwrite: bool) -> None:
+def _prepare_folder(folder: Path, config_hash: str, overwrite: bool, worker: bool = False) -> None:
     state = folder / STATE_DIR / "build.json"
-    if folder.exists() and any(folder.iterdir()):
+    # only `.raft/` and no build.json yet: another worker is setting the folder up
+    if folder.exists() and any(p.name != STATE_DIR for p in folder.iterdir()):
         previous = json.loads(state.read_text()).get("config_hash") if state.exists() else None
         if previous != config_hash:
             if not overwrite:
@@ -107,7 +108,8 @@ def _prepare_folder(folder: Path, config_hash: str, overwrite: bool) -> None:
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-    _remove_temp_files(folder)
+    if not worker:  # a worker could delete the temp file another is about to rename; _finalize does it
+        _remove_temp_files(folder)
     (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(state, json.dumps({"config_hash": config_hash}).encode())  # a kill never leaves half
 
@@ -145,7 +147,7 @@ def build(
     folder = Path(cfg.output.dir)
     config_hash = cfg.config_hash()
     loaded = check_lengths(load_input(cfg.input), cfg)  # over-long rows: rejected before any request
-    _prepare_folder(folder, config_hash, overwrite)
+    _prepare_folder(folder, config_hash, overwrite, worker is not None)
     with run_log(folder / STATE_DIR / "logs", "build") as log_path:
         log.info("build '%s' -> %s (config %s); log: %s", cfg.name, folder, config_hash, log_path)
         log.debug("config: %s", json.dumps(cfg.model_dump(mode="json"), sort_keys=True))
@@ -240,6 +242,7 @@ def _finalize(
     cfg: PipelineConfig, folder: Path, loaded: LoadedInput, stamp: dict[str, str], total: int, started: float
 ) -> Manifest:
     """Every shard is done: the rejected rows, the manifest, the plots and the card."""
+    _remove_temp_files(folder)  # left by writers killed before their rename (none is writing now)
     write_records(folder / REJECTED_FILE, loaded.rejected, RejectedRecord, stamp)
     data_files = [shard_name(i, total) for i in range(total)]
     for stale in (folder / "data").glob("*.parquet"):

@@ -26,9 +26,10 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?")
 _LIST_MARKER = re.compile(r"(?m)^\s*\d+[.)](?=\s)")
 _WORD = re.compile(r"[^\W\d_][^\W_]*", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?]\s+$|^\s*$|\n\s*$")
-# Where a capital may be positional too: after a list bullet, markdown emphasis, a quote or a
-# bracket ("- Located in", "**Iron**"), and, for names only, after a colon ("Answer: The").
-_CLAUSE_START = re.compile(r"(?:\n\s*(?:[-*\u2022]|\d+[.)])|\*\*|[\"'(\[])\s*$")
+# Where a capital may be positional too: after a list bullet, markdown emphasis or a quote
+# ("- Located in", "**Iron**"), and, for names only, after a colon ("Answer: The"). Not after a
+# bracket: "(He)" is a symbol.
+_CLAUSE_START = re.compile(r"(?:\n\s*(?:[-*\u2022]|\d+[.)])|\*\*|[\"'])\s*$")
 # Symbols (He, Fe, H) and formulas or codes (NaCl, H2O, CO2): compared case-sensitively.
 _SYMBOL = re.compile(r"^[A-Z][a-z]?$")
 _FORMULA = re.compile(r"^(?:[A-Z][a-z]?\d*){2,}$|^[A-Z][a-z]?\d+$")
@@ -48,7 +49,7 @@ _OPTION_LABELS = re.compile(r"\(([A-H])\)|^\s*([A-H])[.):]\s", re.MULTILINE)
 _CHOICE_PATTERNS = (
     re.compile(r"^\s*\(?([A-H])\)?\s*[.):\-]\s"),
     re.compile(r"^\s*\(?([A-H])\)?\s*$"),
-    re.compile(r"\b(?:answer|option|choice)\s+(?:is\s+)?\(?([A-H])\)?(?![\w])", re.IGNORECASE),
+    re.compile(r"\b(?i:answer|option|choice)\s+(?:is\s+)?\(?([A-H])\)?(?![\w])"),
     re.compile(r"\(([A-H])\)"),
 )
 
@@ -127,9 +128,9 @@ def chosen_letter(text: str, labels: set[str]) -> str | None:
     if not labels:
         return None
     for pattern in _CHOICE_PATTERNS:
-        m = pattern.search(text)
-        if m and m.group(1) in labels:
-            return m.group(1)
+        for m in pattern.finditer(text):
+            if m.group(1) in labels:
+                return m.group(1)
     return None
 
 
@@ -225,8 +226,9 @@ def derive_answer(gold: str, question: str) -> Answer | None:
     """The answer span of a gold answer, where one can be read off it.
 
     With choices: gold's letter. Else the first number, symbol or name of gold that the
-    question does not already contain (the leading word counts unless it is a label such
-    as "Symbol:"); else a short gold answer (<= 6 words) as a whole. None: not checkable.
+    question does not already contain; a sentence's first word counts only when it stands
+    alone ("Hydrogen (H); Z = 1.", not "Because the ..." nor the label "Symbol:"); else a
+    short gold answer (<= 6 words) as a whole. None: not checkable.
     """
     labels = option_labels(question)
     if labels:
@@ -246,7 +248,7 @@ def derive_answer(gold: str, question: str) -> Answer | None:
             continue
         if _is_symbol(word):
             spans.append((m.start(), Answer(word, "symbol", "derived")))
-        elif len(word) >= 3:
+        elif _is_name(tok) or (len(word) >= 3 and _standalone(gold, m.end())):
             spans.append((m.start(), Answer(word, "text", "derived")))
     if spans:
         return min(spans, key=lambda s: s[0])[1]
@@ -254,6 +256,11 @@ def derive_answer(gold: str, question: str) -> Answer | None:
     if 0 < len(words) <= 6:
         return Answer(" ".join(words), "text", "derived")
     return None
+
+
+def _standalone(text: str, end: int) -> bool:
+    """The word ending at `end` is a phrase of its own: punctuation or the end follows."""
+    return bool(re.match(r"\s*(?:[(,;.!?]|$)", text[end:]))
 
 
 def _norm(text: str) -> list[str]:
@@ -265,7 +272,8 @@ def states_answer(candidate: str, answer: Answer, question: str, threshold: floa
     chosen option's text), symbols case-sensitively and word-bounded, text as a word-bounded
     phrase (each word fuzzily, so spelling variants such as Aluminium/Aluminum pass)."""
     if answer.kind == "number":
-        return any(_same_number(float(answer.value), n) for n in numbers(candidate) + number_words(candidate))
+        spelled = [n for n in number_words(candidate) if n != 1.0]  # "one of the ..." is no answer "1"
+        return any(_same_number(float(answer.value), n) for n in numbers(candidate) + spelled)
     if answer.kind == "symbol":
         return answer.value in {t.text for t in tokens(candidate)}
     if answer.kind == "choice":

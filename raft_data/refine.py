@@ -23,8 +23,10 @@ STAGES = ("rewrite", "filter", "fuse", "judge", "measure")
 # Stamped on every shard: bump when a change to the checks, fusion or measures changes what a
 # row's decision or record would be, so a rerun redoes shards the old logic made (model
 # calls stay cached: they do not depend on it). 2: contradiction + answer checks, copies kept;
-# 3: positional capitals are not names, spelled-out numbers support digits.
-DECISION_VERSION = "3"
+# 3: positional capitals are not names, spelled-out numbers support digits; 4: symbols in
+# brackets, the first letter that is a label, a derived answer's leading word only when it
+# stands alone, a real rewrite before a copy of gold.
+DECISION_VERSION = "4"
 
 
 @dataclass
@@ -36,10 +38,11 @@ class Models:
 
 
 def _choose(checks: list[CheckResult]) -> int:
-    """The candidate to keep: the most similar that passed, else the most similar overall."""
+    """The candidate to keep: the most similar that passed (a real rewrite before a copy of
+    gold, whose similarity is ~1 by construction), else the most similar overall."""
     passed = [j for j, c in enumerate(checks) if c.passed]
     pool = passed or list(range(len(checks)))
-    return max(pool, key=lambda j: (checks[j].similarity, -j))
+    return max(pool, key=lambda j: (checks[j].code != "copy", checks[j].similarity, -j))
 
 
 def row_answer(record: SourceRecord, cfg: PipelineConfig) -> Answer | None:

@@ -46,6 +46,16 @@ def test_stop_words_no_longer_hide_symbols() -> None:
     assert extract("Hydrogen (H); Z = 1.").symbols == ("H",)
 
 
+def test_review_findings() -> None:
+    """A lowercase 'a' before the real letter, a symbol in brackets, 'one of the ...'."""
+    q = "Which? (A) Fe (B) Al (C) Cu"
+    assert contradictions("B. Al", q, "The answer is a metal, so the answer is C.", 90) == ["choice C (gold B)"]
+    assert extract("Helium (He) is a noble gas.").symbols == ("He",)
+    assert contradictions("Helium (He).", "What is helium's symbol?", "Helium (Be).", 90) == ["symbol Be"]
+    one = parse_answer("1", "How many?", "column")
+    assert not decide(Pair("1", "It is one of the gases.", "How many?", one), 0.9, FilterConfig(tau=0.0)).passed
+
+
 def test_positional_capitals_are_not_names() -> None:
     """Bullets, emphasis and "Answer: The" capitalise ordinary words; they are not facts."""
     rewrite = "Answer: The symbol of Iron is Fe.\n- Located in period 4.\n- It is element 26.\n**Iron** rusts."
@@ -132,6 +142,10 @@ def test_derived_answer_spans() -> None:
     assert derive_answer("Te: Tellurium, atomic number 52.", "Which element has the chemical symbol Te?") == Answer("Tellurium", "text", "derived")
     assert derive_answer("Hydrogen (H); Z = 1.", "Which element has atomic number 1?") == Answer("Hydrogen", "text", "derived")
     assert derive_answer("C. Co is the symbol of cobalt.", "Which? (A) B (B) Hg (C) Co (D) Rn") == Answer("C", "choice", "derived")
+    # a sentence's first word is the answer only when it stands alone
+    assert derive_answer("Because the Earth rotates, day follows night on every side of it.", "Why?") == Answer(
+        "Earth", "text", "derived"
+    )
     long = "it depends on many things that are hard to say in a few words at all"
     assert derive_answer(long, "why?") is None
 
@@ -178,3 +192,15 @@ def test_prompt_echo_is_caught_before_similarity() -> None:
     assert not r.passed and r.code == "prompt_echo"
     honest = "Iron's chemical symbol is Fe; it is element 26, in period 4, as the reference answer says."
     assert decide(Pair(GOLD, honest), 0.9, FilterConfig(), FUSION_TEMPLATE).passed
+
+
+def test_a_real_rewrite_is_kept_before_a_copy_of_gold() -> None:
+    """With rewrite.n > 1 a copy (similarity ~1) must not win over a rewrite that passed."""
+    from raft_data.filter import CheckResult
+    from raft_data.refine import _choose
+
+    copy = CheckResult(1.0, 100.0, 0.0, passed=True, reason="copy: ratio 100.0 >= 97.0")
+    own = CheckResult(0.86, 60.0, 0.0, passed=True, reason="passed")
+    failed = CheckResult(0.95, 60.0, 0.0, passed=False, reason="contradiction: number 62")
+    assert _choose([copy, own, failed]) == 1
+    assert _choose([copy, failed]) == 0
