@@ -11,37 +11,24 @@ configure.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from schemas.run_logs import TqdmStderr, file_handler
 
 LOGGER = "raft_data"
-FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-
-
-class _TqdmStderr(logging.Handler):
-    """Lines on stderr that do not break a progress bar drawn there."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # a logging handler must not raise (logging.Handler's contract)
-            self.handleError(record)
 
 
 def log_to_stderr(level: int = logging.INFO) -> None:
     """INFO and up on stderr as `raft-data: message` (once per process; the CLI calls it)."""
     logger = logging.getLogger(LOGGER)
-    if any(isinstance(h, _TqdmStderr) for h in logger.handlers):
+    if any(isinstance(h, TqdmStderr) for h in logger.handlers):
         return
-    handler = _TqdmStderr(level)
+    handler = TqdmStderr(level)
     handler.setFormatter(logging.Formatter("raft-data: %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False  # the process is the CLI's: no second copy from the root logger
@@ -54,12 +41,8 @@ def run_log(folder: Path, name: str) -> Iterator[Path]:
     """DEBUG and up to a new file `folder/<name>-<UTC time>.log` while the block runs; an
     error that ends the block is written there with its traceback (stderr gets the CLI's
     one-line message)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    path = folder / f"{name}-{stamp}.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    handler = file_handler(folder, name)
+    path = Path(handler.baseFilename)
     logger = logging.getLogger(LOGGER)
     level = logger.level
     logger.addHandler(handler)

@@ -13,36 +13,14 @@ stage 1's `raft_data/log.py` (the two packages never import each other).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from schemas.run_logs import TqdmStderr, file_handler
 
 LOGGER = "raft_distill"
-FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-
-
-class _TqdmStderr(logging.Handler):
-    """Lines on stderr that do not break a progress bar drawn there."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # a logging handler must not raise (logging.Handler's contract)
-            self.handleError(record)
-
-
-def _file_handler(folder: Path, name: str) -> logging.FileHandler:
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    handler = logging.FileHandler(folder / f"{name}-{stamp}.log", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter(FILE_FORMAT))
-    return handler
 
 
 @contextmanager
@@ -50,13 +28,13 @@ def run_log(folder: Path, name: str, main: bool = True, rank: int = 0) -> Iterat
     """The run's log file (main process) and stderr lines while the block runs; yields the
     file's path (None off the main process). An error that ends the block is written to
     the file with its traceback."""
-    console = _TqdmStderr(logging.INFO if main else logging.WARNING)
+    console = TqdmStderr(logging.INFO if main else logging.WARNING)
     prefix = "raft-distill" if main else f"raft-distill [rank {rank}]"
     console.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
     handlers: list[logging.Handler] = [console]
     path = None
     if main:
-        to_file = _file_handler(folder, name)
+        to_file = file_handler(folder, name)
         handlers.append(to_file)
         path = Path(to_file.baseFilename)
     logger = logging.getLogger(LOGGER)
