@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from safetensors.torch import load_file
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.train import fit
-from tests.distill.helpers import tiny_config
+from tests.distill.helpers import run_fit_cli, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,38 +169,7 @@ def test_bad_inputs_are_clear_errors(tiny_model_dir, tmp_path):
         fit(config_from_dict(raw))
 
 
-def _cli(args: list[str], nproc: int = 1, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "raft_distill", *args]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc_per_node={nproc}",
-            "--standalone",
-            "-m",
-            "raft_distill",
-            *args,
-        ]
-    # own session, so a hung torchrun and its workers can be killed as one group on timeout
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(cmd)} timed out after {timeout}s:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+_cli = run_fit_cli  # one launcher for every stage-2 CLI test (tests/distill/helpers.py)
 
 
 def test_cli_reports_errors_without_traceback(tmp_path):
