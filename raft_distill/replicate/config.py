@@ -126,6 +126,11 @@ class ReplicateConfig(BaseModel):
     ifeval_metric: IFEvalMetric = Field(
         default="prompt_level_strict", description="the IFEval column of the report"
     )
+    recovered_metric: Literal["general", "general_mc", "ifeval"] = Field(
+        default="general",
+        description="the retention column whose loss vs Base the report's recovered fraction "
+        "(method - SFT) / (Base - SFT) measures",
+    )
     keep_checkpoints: bool = Field(
         default=False,
         description="keep each finished run's checkpoints/ (~2 GB each for 135M); final/ is kept",

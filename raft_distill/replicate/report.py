@@ -20,6 +20,7 @@ from raft_distill.replicate.table import METRICS, fmt_pct, fmt_stats
 
 TITLES = {
     "domain": "domain acc",
+    "domain_mc": "domain MC acc",
     "general": "general QA acc",
     "ifeval": "IFEval",
     "general_mc": "general MC acc",
@@ -89,6 +90,7 @@ def markdown(report: dict[str, Any]) -> str:
     titles = {**TITLES, "ifeval": ifeval}
     rows = report["arms"]
     metrics = _metrics(report)
+    recovered = report.get("recovered_metric", "general")
     lines = [
         "# RAFT replication report",
         "",
@@ -116,13 +118,13 @@ def markdown(report: dict[str, Any]) -> str:
         "## Relative change vs SFT (sft_raw): (method - SFT) / SFT, on seed means",
         "",
         "| arm | " + " | ".join(titles[m] for m in metrics)
-        + " | general loss recovered (method - SFT) / (Base - SFT) |",
+        + f" | {recovered} loss recovered (method - SFT) / (Base - SFT) |",
         "|---|" + "---:|" * (len(metrics) + 1),
     ]
     for row in rows:
         rel = row["relative_change_vs_sft"]
         cells = [fmt_pct(rel.get(m), signed=True) + ("%" if rel.get(m) is not None else "") for m in metrics]
-        rec = row["general_loss_recovered"]
+        rec = row[f"{recovered}_loss_recovered"]
         cells.append(fmt_pct(rec) + ("%" if rec is not None else ""))
         lines.append(f"| {row['arm']} | " + " | ".join(cells) + " |")
     lines += item_markdown(report, titles)

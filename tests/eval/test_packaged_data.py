@@ -32,6 +32,7 @@ SIZES = {
     "hellaswag": (10042, {4}),
     "boolq": (3270, {2}),
     "mmlu": (14042, {4}),
+    "medmcqa": (4183, {4}),
 }
 
 
@@ -79,6 +80,43 @@ def test_spot_items_match_the_source_rows():
     mmlu = load_task("mmlu")
     assert len({i.id.split("/")[0] for i in mmlu}) == 57
     assert not any(i.context == "Question: question\nAnswer:" for i in mmlu)
+
+
+@needs_olmo
+def test_medmcqa_items_and_the_held_out_split():
+    """The replication's domain: the cloze item matches the package row, and the suite
+    over `exclude: data/medmcqa/train.jsonl` never holds a training question."""
+    import json
+    from pathlib import Path
+
+    from raft_distill.evaluate.mc_tasks import read_exclusions
+
+    item = {i.id: i for i in load_task("medmcqa")}["45258d3d-b974-44dd-a161-c3fccbdadd88"]
+    assert item.context == (
+        "Question: Which of the following is not true for myelinated nerve fibers:\nAnswer:"
+    )
+    assert item.gold == 0 and item.choices[0].startswith("Impulse through myelinated")
+    train = Path(__file__).resolve().parents[2] / "data/medmcqa/train.jsonl"
+    train_ids = read_exclusions(train)
+    rows = [json.loads(line) for line in train.open()]
+    assert len(train_ids) == len(rows) == 600
+    held_out = load_suite({"medmcqa": None}, seed=0, exclude=train_ids)
+    assert len(held_out) == 4183 - 600
+    assert not {i.id for i in held_out} & train_ids
+    first = load_suite({"medmcqa": 600}, seed=0, exclude=train_ids)
+    assert {i.id for i in first} <= {i.id for i in held_out} and len(first) == 600
+    # the training answer states the option the package marks correct
+    by_id = {i.id: i for i in load_task("medmcqa")}
+    assert all(by_id[r["id"]].choices[by_id[r["id"]].gold].strip() == r["check"] for r in rows)
+
+
+def test_exclusion_file_errors_name_the_line(tmp_path):
+    from raft_distill.evaluate.mc_tasks import read_exclusions
+
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"id": "a"}\n\n{"question": "q"}\n')
+    with pytest.raises(DistillError, match="train.jsonl: line 3 has no 'id'"):
+        read_exclusions(bad)
 
 
 @needs_olmo

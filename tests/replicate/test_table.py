@@ -79,6 +79,32 @@ def test_arm_table_hand_worked():
     assert sft["general_loss_recovered"] == 0.0
     assert base["general_loss_recovered"] == pytest.approx(1.0)
     assert base["stats"]["domain"]["std"] is None
+    # the recovered fraction on another retention column (replicate's recovered_metric)
+    on_ifeval = {r["arm"]: r for r in arm_table(scores, recovered_metric="ifeval")}
+    assert "general_loss_recovered" not in on_ifeval["raft_ema"]
+    assert on_ifeval["sft_raw"]["ifeval_loss_recovered"] == 0.0
+
+
+def test_report_markdown_names_the_recovered_metric():
+    from raft_distill.replicate.report import markdown
+
+    scores = {
+        "base": {0: {"general_mc": 0.50}},
+        "sft_raw": {0: {"general_mc": 0.40}},
+        "raft_ema": {0: {"general_mc": 0.45}},
+    }
+    report = {
+        "ifeval_metric": "prompt_level_strict",
+        "recovered_metric": "general_mc",
+        "arms": arm_table(scores, recovered_metric="general_mc"),
+        "fit_config": "f.yaml", "fit_overrides": {}, "eval_config": "e.yaml",
+        "eval_overrides": {}, "runs": [], "notes": [], "command": "c", "item_stats": {},
+        "seeds": [0], "all_seeds_arms": [], "arms_requested": ["base"], "arm_data": {},
+        "plot": "report.png",
+    }
+    text = markdown(report)
+    assert "general_mc loss recovered" in text and "| raft_ema | " in text
+    assert "| 50.0% |" in text  # (0.45 - 0.40) / (0.50 - 0.40)
 
 
 def test_arm_table_zero_denominators_and_missing_arms():
