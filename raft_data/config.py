@@ -90,6 +90,9 @@ class SamplingConfig(_Strict):
     seed: int = Field(default=0, description="base of the per-request seeds (hashed with row id, stage, round)")
 
 
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
 class BackendConfig(_Strict):
     """Which generation engine runs the models.
 
@@ -100,7 +103,7 @@ class BackendConfig(_Strict):
     engine: Literal["auto", "vllm", "transformers"] = Field(
         default="auto", description="auto: vllm when importable, else transformers"
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Dtype = Field(
         default="auto",
         description="auto: bfloat16 on GPU (vLLM: the model's own), float32 on CPU; part of "
         "every cache key",
@@ -114,6 +117,47 @@ class BackendConfig(_Strict):
     enforce_eager: bool | None = Field(
         default=None, description="vLLM without CUDA graphs; null: eager on CPU, graphs on GPU"
     )
+    quantization: str | None = Field(
+        default=None,
+        description="vLLM's quantization method (awq, gptq, fp8, bitsandbytes, ...); null: none, or "
+        "the one the checkpoint declares; vLLM only; part of every cache key",
+    )
+
+
+class EngineSettings(_Strict):
+    """One model role's engine settings; every key left out (null) takes `backend:`'s value."""
+
+    dtype: Dtype | None = Field(default=None, description="as backend.dtype; null: backend.dtype")
+    max_model_len: int | None = Field(
+        default=None, ge=128, description="context length (prompts over it are rejected); null: backend's"
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="vLLM's share of GPU memory; null: backend's"
+    )
+    tensor_parallel_size: int | None = Field(default=None, ge=1, description="GPUs for this model; null: backend's")
+    enforce_eager: bool | None = Field(default=None, description="vLLM without CUDA graphs; null: backend's")
+    quantization: str | None = Field(default=None, description="vLLM quantization method; null: backend's")
+
+
+class EmbedderSettings(_Strict):
+    """The embedder (sentence-transformers, not a vLLM engine): only its dtype is a setting."""
+
+    dtype: Dtype = Field(
+        default="float32", description="embedding dtype; auto: float32 (MiniLM bf16 cosines differ by ~0.002)"
+    )
+
+
+class EnginesConfig(_Strict):
+    """Per-role engine settings over `backend:` (the default for every role): e.g. a large
+    fusion model on 4 GPUs with tensor parallelism while the original model takes one."""
+
+    original: EngineSettings = Field(default_factory=EngineSettings, description="the original model")
+    fusion: EngineSettings = Field(default_factory=EngineSettings, description="the fusion model")
+    judges: list[EngineSettings] = Field(
+        default_factory=list,
+        description="one entry per judge, in fusion.judges order; judges past the list take backend:",
+    )
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings, description="the filter's embedder")
 
 
 class RewriteConfig(_Strict):
@@ -273,6 +317,9 @@ class PipelineConfig(_Strict):
     model: str = Field(default=DEFAULT_MODEL, description="the original model (the one to fine-tune)")
     model_revision: str | None = Field(default=None, description="Hub revision of `model` (branch, tag or commit)")
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    engines: EnginesConfig = Field(
+        default_factory=EnginesConfig, description="per-model engine settings over backend:"
+    )
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
@@ -283,9 +330,26 @@ class PipelineConfig(_Strict):
         "(the compatibility gap)",
     )
 
+    @model_validator(mode="after")
+    def _judge_engines(self) -> PipelineConfig:
+        have, judges = len(self.engines.judges), len(self.judge_models)
+        if have > judges:
+            raise ValueError(
+                f"engines.judges has {have} entries but there {'is' if judges == 1 else 'are'} {judges} "
+                f"judge{'' if judges == 1 else 's'} (fusion.judges; default [model]): one entry per judge"
+            )
+        return self
+
     def config_hash(self) -> str:
-        """Hash of everything that changes the output (stable key order)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Hash of everything that changes the output (stable key order). Keys added later
+        are left out while they hold the value that reproduces the earlier behaviour, so a
+        folder built before they existed is still this config's build."""
+        data = self.model_dump(mode="json")
+        if self.engines == EnginesConfig():
+            del data["engines"]
+        if data["backend"]["quantization"] is None:
+            del data["backend"]["quantization"]
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property

@@ -145,10 +145,14 @@ def check_pairs(
     return [decide(p, s, cfg, template) for p, s in zip(pairs, sims, strict=True)]
 
 
-def load_embedder(name: str, device: str | None = None) -> Embedder:
+def load_embedder(name: str, device: str | None = None, dtype: str = "float32") -> Embedder:
+    """`dtype` (engines.embedder.dtype): float32 unless set; "auto" is float32 too."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from schemas.model_registry import resolve_model
 
-    model = resolve_model(name)
-    return cast(Embedder, SentenceTransformer(str(model.path), device=device))
+    model = SentenceTransformer(str(resolve_model(name).path), device=device)
+    if dtype not in ("auto", "float32"):
+        model.to(getattr(torch, dtype))
+    return cast(Embedder, model)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_data.config import InputConfig, PipelineConfig
+from raft_data.engines import config_key, role_settings
 from raft_data.errors import RaftDataError
 from schemas.records import RejectedRecord, SourceRecord, row_id
 
@@ -447,6 +448,8 @@ class _Prompt:
     fill: dict[str, str]  # placeholders filled by generated text (left empty here)
     extra: int  # tokens appended to the chat prompt (the judge's prefill)
     reserve: int  # generated text quoted in the prompt (+ margin) and the generation
+    limit: int  # the role's max_model_len
+    limit_key: str  # where that limit is set
 
 
 def _length_prompts(cfg: PipelineConfig) -> list[_Prompt]:
@@ -476,24 +479,30 @@ def _length_prompts(cfg: PipelineConfig) -> list[_Prompt]:
             counters[path] = _Counter(AutoTokenizer.from_pretrained(path))
         return counters[path]
 
+    def limit(role: str) -> tuple[int, str]:
+        own = role_settings(cfg, role).max_model_len
+        return own, (f"{config_key(role)}.max_model_len" if own != cfg.backend.max_model_len else "backend.max_model_len")
+
     rw = cfg.rewrite.sampling.max_new_tokens
     prompts = [_Prompt("rewrite", counter(cfg.model, cfg.model_revision), cfg.rewrite.prompt_template,
-                       cfg.rewrite.system_prompt, {}, 0, rw)]
+                       cfg.rewrite.system_prompt, {}, 0, rw, *limit("original"))]
     if cfg.fusion.enabled:
         fu = cfg.fusion.sampling.max_new_tokens
         prompts.append(_Prompt("fusion", counter(cfg.fusion_model), cfg.fusion.prompt_template, None,
-                               {"rewrite": ""}, 0, rw + JOIN_MARGIN + fu))
-        for name in dict.fromkeys(cfg.judge_models):
+                               {"rewrite": ""}, 0, rw + JOIN_MARGIN + fu, *limit("fusion")))
+        judges = {(name, limit(f"judge_{i}")): None for i, name in enumerate(cfg.judge_models)}
+        for name, (most, key) in judges:
             judge = counter(name)
             prefill = len(judge.tokenizer(cfg.fusion.judge_prefill, add_special_tokens=False)["input_ids"])
             prompts.append(_Prompt("judge", judge, cfg.fusion.judge_template, None, {"candidate": ""},
-                                   prefill, fu + JOIN_MARGIN + cfg.fusion.judge_sampling.max_new_tokens))
+                                   prefill, fu + JOIN_MARGIN + cfg.fusion.judge_sampling.max_new_tokens, most, key))
     return prompts
 
 
 def check_lengths(loaded: LoadedInput, cfg: PipelineConfig) -> LoadedInput:
     """Reject (`over_model_length`) the rows whose longest prompt plus the tokens it may
-    generate would not fit `backend.max_model_len`, before any request is sent.
+    generate would not fit its model's `max_model_len` (`backend:` or the role's
+    `engines:` entry), before any request is sent.
 
     Tokens are counted with each model's own tokenizer. A row is not tokenized when its
     size in bytes decides: at most one token per byte (it fits), or at least one token per
@@ -502,14 +511,13 @@ def check_lengths(loaded: LoadedInput, cfg: PipelineConfig) -> LoadedInput:
     """
     if not loaded.records:
         return loaded
-    limit = cfg.backend.max_model_len
     prompts = _length_prompts(cfg)
     kept: list[SourceRecord] = []
     rejected = list(loaded.rejected)
     for record in loaded.records:
         for p in prompts:
             user = p.template.format(question=record.question, answer=record.gold_answer, **p.fill)
-            found = p.counter.count(user, p.system, limit - p.reserve - p.extra)
+            found = p.counter.count(user, p.system, p.limit - p.reserve - p.extra)
             if found is None:
                 continue
             tokens, exact, size = found
@@ -519,7 +527,7 @@ def check_lengths(loaded: LoadedInput, cfg: PipelineConfig) -> LoadedInput:
             reason = (
                 f"over_model_length: the {p.stage} prompt has {'' if exact else 'at least '}{tokens} "
                 f"tokens ({size} bytes); with the {p.reserve} kept for generated text it needs "
-                f"{tokens + p.reserve} > backend.max_model_len {limit}"
+                f"{tokens + p.reserve} > {p.limit_key} {p.limit}"
             )
             raw = {
                 cfg.input.question_field: record.question,

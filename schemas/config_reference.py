@@ -195,6 +195,9 @@ def _yaml_lines(model: type[BaseModel], defaults: Any, indent: int, width: int) 
         if default is None:  # an optional section, off by default: shown, commented out
             lines.append(f"{pad}# optional section, off when absent; uncomment to use:")
             block = [f"{pad}# {line[indent:]}" for line in block]
+        elif many and default == []:  # an empty list by default: one entry shown, commented out
+            lines.append(f"{pad}# empty by default ({key}: []); an entry looks like this:")
+            block = [f"{pad}# {line[indent:]}" for line in block]
         lines += block
     return lines
 

@@ -14,12 +14,32 @@ from schemas.parquet_io import SCHEMA_VERSION, _parse_version, atomic_write_byte
 MANIFEST_NAME = "manifest.json"
 
 
+class EngineInfo(BaseModel):
+    """The engine settings a model role ran with, after defaults were resolved (a setting
+    that does not apply to the engine or device is None)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str  # vllm, transformers or sentence-transformers
+    device: str  # cuda or cpu
+    dtype: str  # vLLM on GPU: "auto" is the checkpoint's own
+    max_model_len: int | None = None
+    tensor_parallel_size: int | None = None
+    gpu_memory_utilization: float | None = None
+    enforce_eager: bool | None = None
+    quantization: str | None = None
+    # vLLM: where its engine core runs: "in-process" (VLLM_ENABLE_V1_MULTIPROCESSING=0, the
+    # CPU default here: a separate core busy-polls one of few cores) or "separate process"
+    engine_core: str | None = None
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str  # as written in the config
     model_id: str  # Hub id (or path) to cite
     revision: str
+    engine: EngineInfo | None = None  # None in manifests written before it was recorded
 
 
 class StageTiming(BaseModel):
