@@ -434,6 +434,21 @@ class Trainer:
             raise DistillError(f"train.lr_scheduler: {err}") from None
         self.accelerator.register_for_checkpointing(self.scheduler)
         log.debug("AdamW lr %g, %s schedule, %d warmup steps", t.lr, t.lr_scheduler, t.warmup_steps)
+        if self.peft is not None:
+            self._save_adapters_only()
+
+    def _save_adapters_only(self) -> None:
+        """LoRA: a checkpoint's state/ keeps the trained adapters, not the frozen base
+        weights (they never change; --resume reloads them from the model, then the
+        adapters from state/ with strict=False)."""
+        trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
+
+        def keep_trained(models: Any, weights: list[dict[str, Any]], output_dir: str) -> None:
+            for state in weights:
+                for key in [k for k in state if k not in trained]:
+                    del state[key]
+
+        self.accelerator.register_save_state_pre_hook(keep_trained)
 
     def _build_balance(self) -> None:
         """lambda: the EMA balance (two gradient phases) or a fixed value (one phase)."""
@@ -560,7 +575,8 @@ class Trainer:
         ckpt = latest_checkpoint(self.out)
         if ckpt is None:
             raise DistillError(f"--resume: no complete checkpoint under {self.out}/checkpoints")
-        self.accelerator.load_state(str(ckpt / "state"))
+        # LoRA: state/ holds the adapters only (`_save_adapters_only`)
+        self.accelerator.load_state(str(ckpt / "state"), strict=self.peft is None)
         if self.cfg.train.fsdp:
             sharding.load_sharded(ckpt / "fsdp", self.model, self.optimizer)
         state = json.loads((ckpt / "trainer_state.json").read_text())

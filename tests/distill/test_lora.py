@@ -169,3 +169,15 @@ def test_unsupported_lora_settings_are_refused(
 def test_lora_keys_are_checked():
     with pytest.raises(DistillError, match="train.lora.rank"):
         config_from_dict({"data": {"path": "x"}, "train": {"lora": {"rank": 8}}})
+
+
+def test_lora_checkpoint_state_holds_the_adapters_only(tiny_model_dir, tiny_dataset, tmp_path):
+    """A checkpoint's state/ (what --resume reads) keeps the trained adapters, not a second
+    copy of the frozen base weights: the base is reloaded from the model on resume. Resume
+    from it is exact (test_lora_resume_equals_uninterrupted_run)."""
+    out = tmp_path / "run"
+    train = {"max_steps": 2, "checkpoint_every": 1, "lora": LORA}
+    fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, out, train=train)))
+    state = out / "checkpoints" / "step-000001" / "state"
+    keys = load_file(str(state / "model.safetensors")).keys()
+    assert keys and all(".lora_" in k for k in keys), sorted(keys)[:5]
