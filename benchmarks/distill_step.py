@@ -127,9 +127,14 @@ def base_config(
     engine: str = "transformers",
     lora: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    # benchmarks/distill_scale.py: targets of `target_tokens` tokens, y^ in the teacher context
+    long = getattr(args, "target_tokens", None)
+    limits = {"max_target_tokens": long + 16} if long else {}
+    teacher = {"max_context_tokens": long + 512} if long else {}
     return {
-        "data": {"path": str(data)},
+        "data": {"path": str(data), **limits},
         "model": {"student": model},
+        "teacher": teacher,
         "rollout": {"max_new_tokens": args.new_tokens, "temperature": 1.0, "engine": engine},
         "loss": {"mode": "raft", "top_k": args.top_k, "temperature": args.temperature},
         "train": {
