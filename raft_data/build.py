@@ -23,19 +23,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from raft_data import refine
-from raft_data.backends import Backend, cuda_available, open_backend, vllm_available
+from raft_data.backends import cuda_available, vllm_available
 from raft_data.cache import CallCache
 from raft_data.card import plot_histograms, write_card
 from raft_data.config import PipelineConfig
-from raft_data.engines import config_key, llm_roles, resolve_roles, role_settings
+from raft_data.engines import llm_roles, resolve_roles
 from raft_data.errors import RaftDataError
-from raft_data.filter import load_embedder
 from raft_data.load import LoadedInput, check_lengths, load_input
 from raft_data.log import by_reason, run_log
-from raft_data.refine import STAGES, Models, refine_shard
+from raft_data.refine import STAGES
+from raft_data.stages import refine_shards
 from schemas.errors import SchemaError
 from schemas.manifest import (
     CompatibilityGap,
@@ -180,31 +178,28 @@ def _build(
     mine = [i for i in range(total) if worker is None or i % worker[1] == worker[0]]
     if worker is not None:
         log.info("worker %d/%d: %d of %d shards (index %% %d == %d)", worker[0], worker[1], len(mine), total, worker[1], worker[0])
+    pending = [i for i in mine if _shard_done(folder / shard_name(i, total), stamp) is None]
+    skipped = len(mine) - len(pending)
+    stopped = max_shards is not None and len(pending) > max_shards
+    if max_shards is not None:
+        pending = pending[:max_shards]
+    meta = {**stamp, "engines": json.dumps({k: v.model_dump() for k, v in engines.items()})}
+    done = 0
+
+    def write(index: int, refined: list[RefinedRecord], timings: dict[str, StageTiming]) -> None:
+        nonlocal done
+        path = folder / shard_name(index, total)
+        write_records(path, refined, RefinedRecord, {**meta, "timings": json.dumps({k: v.model_dump() for k, v in timings.items()})})
+        log.debug("%s built: %d rows, %s", path.name, len(refined), by_reason(r.reason for r in refined))
+        done += 1
+
     cache = CallCache(folder / STATE_DIR / "calls.sqlite")
-    models: Models | None = None
-    done = skipped = 0
     try:
-        for index in tqdm(mine, desc="shards", unit="shard"):
-            path = folder / shard_name(index, total)
-            if _shard_done(path, stamp) is not None:
-                skipped += 1
-                continue
-            if max_shards is not None and done >= max_shards:
-                return BuildResult(folder, None, done, skipped)
-            if models is None:
-                models = _open_models(cfg)
-            shard_timings = {stage: StageTiming() for stage in STAGES}
-            refined = refine_shard(records[index * size : (index + 1) * size], models, cfg, cache, shard_timings)
-            meta = {
-                **stamp,
-                "timings": json.dumps({k: v.model_dump() for k, v in shard_timings.items()}),
-                "engines": json.dumps({k: v.model_dump() for k, v in engines.items()}),
-            }
-            write_records(path, refined, RefinedRecord, meta)
-            log.debug("%s built: %d rows, %s", path.name, len(refined), by_reason(r.reason for r in refined))
-            done += 1
+        refine_shards(cfg, pending, lambda i: records[i * size : (i + 1) * size], cache, write)
     finally:
         cache.close()
+    if stopped:
+        return BuildResult(folder, None, done, skipped)
     log.info("shards: %d built, %d reused", done, skipped)
     if worker is not None:
         pending = [i for i in range(total) if _shard_done(folder / shard_name(i, total), stamp) is None]
@@ -259,6 +254,12 @@ def _engine_text(info: EngineInfo) -> str:
     return ", ".join(f"{k} {v}" for k, v in info.model_dump().items() if v is not None)
 
 
+_SUMMARY = [
+    "decision", "reason", "over_length", "similarity", "fusion_score", "gold_nll", "final_nll",
+    "answer_check_source", "missing_facts",
+]
+
+
 def _finalize(
     cfg: PipelineConfig, folder: Path, loaded: LoadedInput, stamp: dict[str, str], total: int, started: float
 ) -> Manifest:
@@ -271,7 +272,8 @@ def _finalize(
         if f"data/{stale.name}" not in data_files:
             log.info("%s removed: a shard of an earlier input with another shard count", stale.name)
             stale.unlink()
-    table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False)
+    # the columns the summary needs, not the texts: a large build's rows need not fit in memory
+    table = read_records([folder / f for f in data_files], RefinedRecord, validate_rows=False, columns=_SUMMARY)
     rows = table.to_pylist()
     _log_outcome(rows, cfg)
     timings, engines = _shard_stamps(folder, total)
@@ -301,18 +303,6 @@ def _log_outcome(rows: list[dict], cfg: PipelineConfig) -> None:
     over = sum(bool(r["over_length"]) for r in rows)
     if over:
         log.info("over_length: %d rows over teacher_context.max_tokens %d", over, cfg.teacher_context.max_tokens)
-
-
-def _open_models(cfg: PipelineConfig) -> Models:
-    def backend(role: str, name: str) -> Backend:
-        revision = cfg.model_revision if role == "original" else None
-        return open_backend(name, role_settings(cfg, role), revision, config_key(role))
-
-    roles = llm_roles(cfg)
-    original = backend("original", cfg.model)
-    fusion = backend("fusion", cfg.fusion_model) if cfg.fusion.enabled else None
-    judges = [backend(role, name) for role, name in roles.items() if role.startswith("judge_")]
-    return Models(original, fusion, judges, load_embedder(cfg.filter.embedder, dtype=cfg.engines.embedder.dtype))
 
 
 def _model_infos(cfg: PipelineConfig) -> dict[str, ModelInfo]:

@@ -44,8 +44,6 @@ def generate_cached(
         if keys[i] not in seen:
             seen.add(keys[i])
             unique.append(i)
-    timing.requests += len(prompts)
-    timing.cached += len(prompts) - len(todo_order)
     size = backend.batch_size
     with tqdm(total=len(unique), desc=desc, unit="req", leave=False, disable=not unique) as bar:
         for start in range(0, len(unique), size):
@@ -60,6 +58,9 @@ def generate_cached(
             )
             results.update(fresh)
             bar.update(len(batch))
+    # counted once the call is complete: a call stopped by `Pending` (stage-major) counts nothing
+    timing.requests += len(prompts)
+    timing.cached += len(prompts) - len(todo_order)
     return [results[k] for k in keys]
 
 
@@ -80,8 +81,6 @@ def nll_cached(
     found = cache.get_many(keys)
     todo = [i for i in range(len(keys)) if keys[i] not in found]
     todo.sort(key=lambda i: len(prompts[i]) + len(answers[i]))
-    timing.requests += len(keys)
-    timing.cached += len(keys) - len(todo)
     with tqdm(total=len(todo), desc=desc, unit="row", leave=False, disable=not todo) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -92,4 +91,6 @@ def nll_cached(
             cache.put_many(fresh)
             found.update(fresh)
             bar.update(len(batch))
+    timing.requests += len(keys)
+    timing.cached += len(keys) - len(todo)
     return [float(found[k]) for k in keys]

@@ -185,7 +185,10 @@ def measure_and_record(
     final_nll: list[float | None] = [None] * len(records)
     if cfg.measure_gap:
         qs = [r.question for r in records]
-        bs = max(1, min(cfg.backend.batch_size, 16))
+        # vLLM schedules its own batches: the whole shard in one call; HF pads a [B, S, V]
+        # logits tensor, so at most 16 rows per forward
+        original = models.original
+        bs = original.batch_size if original.engine == "vllm" else max(1, min(original.batch_size, 16))
         gold_nll = list(answer_nlls(models.original, cache, qs, [r.gold_answer for r in records], timings["measure"], bs, "nll gold"))
         final_nll = list(answer_nlls(models.original, cache, qs, [f[0] for f in finals], timings["measure"], bs, "nll final"))
     return [

@@ -173,16 +173,20 @@ def read_records(
     paths: str | Path | Iterable[str | Path],
     record_type: type[BaseModel],
     validate_rows: bool = True,
+    columns: list[str] | None = None,
 ) -> pa.Table:
     """Read and check one or more files of one record type into one Arrow table.
 
     With `validate_rows`, every row is also validated by the Pydantic model, and the first
-    bad row is reported with its file and row number.
+    bad row is reported with its file and row number. `columns`: only these (a summary of a
+    large dataset need not hold its texts); rows are then not validated.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     tables = []
-    names = [f.name for f in arrow_schema(record_type)]
+    names = [f.name for f in arrow_schema(record_type) if columns is None or f.name in columns]
+    validate_rows = validate_rows and columns is None
+    schema = pa.schema([arrow_schema(record_type).field(n) for n in names])
     for path in paths:
         check_file_schema(path, record_type)
         present = set(pq.read_schema(path).names)
@@ -204,9 +208,9 @@ def read_records(
                     raise SchemaError(
                         f"{path}: row {i}, field '{field}': {first['msg']}"
                     ) from None
-        tables.append(table.cast(arrow_schema(record_type)))
+        tables.append(table.cast(schema))
     if not tables:
-        return arrow_schema(record_type).empty_table()
+        return schema.empty_table()
     return pa.concat_tables(tables)
 
 
