@@ -311,6 +311,10 @@ def open_backend(name: str, cfg: BackendConfig, revision: str | None = None, rol
 class Pending(Exception):
     """A call needs a model whose engine is not open in this pass (stage-major builds)."""
 
+    def __init__(self, key: EngineKey, name: str) -> None:
+        super().__init__(f"{name}: its engine is not open in this pass")
+        self.key = key
+
 
 class CacheOnly:
     """Stands for an engine that is not open: the call cache answers, and a call it cannot
@@ -321,17 +325,18 @@ class CacheOnly:
         from transformers import AutoTokenizer
 
         self.model = _model(name, revision)
-        self.engine = engine_key(name, cfg, revision)[1]
+        self.key = engine_key(name, cfg, revision)
+        self.engine = self.key[1]
         info = resolve_engine(cfg.model_copy(update={"engine": self.engine}), cuda_available(), vllm_available(), os.environ, role)
         self.identity = engine_identity(info)
         self.batch_size = 1 << 20 if self.engine == "vllm" else cfg.batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(self.model.path)
 
     def generate(self, prompts: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[Generation]:
-        raise Pending(self.model.name)
+        raise Pending(self.key, self.model.name)
 
     def answer_nll(self, prompts: list[list[int]], answers: list[list[int]]) -> list[float]:
-        raise Pending(self.model.name)
+        raise Pending(self.key, self.model.name)
 
 
 def close_other_backends(keep: EngineKey | None) -> None:
@@ -342,9 +347,9 @@ def close_other_backends(keep: EngineKey | None) -> None:
         close = getattr(backend, "close", None)
         if close is not None:
             close()
-    import gc
+        import gc
 
-    gc.collect()
+        gc.collect()
 
 
 def close_backends() -> None:
