@@ -30,7 +30,7 @@ from raft_data.card import plot_histograms, write_card
 from raft_data.config import PipelineConfig
 from raft_data.engines import llm_roles, resolve_roles
 from raft_data.errors import RaftDataError
-from raft_data.load import LoadedInput, check_lengths, load_input
+from raft_data.load import LoadedInput, scan_input
 from raft_data.log import by_reason, run_log
 from raft_data.refine import STAGES
 from raft_data.stages import refine_shards
@@ -147,7 +147,7 @@ def build(
     started = time.perf_counter()
     folder = Path(cfg.output.dir)
     config_hash = cfg.config_hash()
-    loaded = check_lengths(load_input(cfg.input), cfg)  # over-long rows: rejected before any request
+    loaded = scan_input(cfg)  # over-long rows: rejected before any request; JSONL streamed
     _prepare_folder(folder, config_hash, overwrite, worker is not None)
     with run_log(folder / STATE_DIR / "logs", "build") as log_path:
         log.info("build '%s' -> %s (config %s); log: %s", cfg.name, folder, config_hash, log_path)
@@ -165,9 +165,8 @@ def _build(
     started: float,
     worker: tuple[int, int] | None = None,
 ) -> BuildResult:
-    records = loaded.records
     size = cfg.output.shard_size
-    total = max(1, (len(records) + size - 1) // size)
+    total = max(1, (loaded.count + size - 1) // size)
     stamp = {
         "config_hash": config_hash,
         "input_fingerprint": loaded.fingerprint,
@@ -195,7 +194,7 @@ def _build(
 
     cache = CallCache(folder / STATE_DIR / "calls.sqlite")
     try:
-        refine_shards(cfg, pending, lambda i: records[i * size : (i + 1) * size], cache, write)
+        refine_shards(cfg, pending, lambda i: loaded.chunk(i * size, (i + 1) * size), cache, write)
     finally:
         cache.close()
     if stopped:

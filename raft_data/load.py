@@ -14,7 +14,8 @@ import csv
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,22 @@ from schemas.records import RejectedRecord, SourceRecord, row_id
 
 @dataclass
 class LoadedInput:
-    records: list[SourceRecord]
+    records: list[SourceRecord]  # empty when streamed
     rejected: list[RejectedRecord]
     fingerprint: str
     source: str
     rows_in: int = 0
     columns: list[str] = field(default_factory=list)
+    stream: _Stream | None = None  # a streamed JSONL file (`scan_input`)
+
+    @property
+    def count(self) -> int:
+        """Rows kept (to be refined)."""
+        return len(self.stream) if self.stream is not None else len(self.records)
+
+    def chunk(self, start: int, stop: int) -> list[SourceRecord]:
+        """Kept rows start..stop-1 (a shard), read back from the file when streamed."""
+        return self.stream.read(start, stop) if self.stream is not None else self.records[start:stop]
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class _Row:
     item: Any
     error: str | None = None
     field: str = "<row>"
+    offset: int = -1  # JSONL: byte offset of the line in the file
 
 
 def _bad_row(on_bad_row: str, rejected: list[RejectedRecord], source: str, row: int, raw: Any, fld: str, reason: str) -> None:
@@ -93,10 +105,11 @@ def _not_utf8(err: UnicodeDecodeError, offset: int) -> str:
     )
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(byte offset, line) for each line of a file, without a leading UTF-8 BOM."""
-    offset = 0
+def _lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) for each line of a file from `offset` (a line start), without a
+    leading UTF-8 BOM."""
     with path.open("rb") as handle:
+        handle.seek(offset)
         for raw in handle:
             start = offset
             offset += len(raw)
@@ -106,24 +119,25 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield start, raw
 
 
-def _iter_jsonl(path: Path) -> Iterator[_Row]:
-    """One row per non-blank line: the parsed object, or the raw line and why not."""
-    row = 0
-    for offset, raw in _lines(path):
+def _iter_jsonl(path: Path, offset: int = 0, row: int = 0) -> Iterator[_Row]:
+    """One row per non-blank line: the parsed object, or the raw line and why not; from
+    byte `offset`, the start of row number `row`."""
+    for start, raw in _lines(path, offset):
         if not raw.strip():
             continue
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as err:
-            yield _Row(row, raw.decode("utf-8", "backslashreplace").rstrip("\r\n"), _not_utf8(err, offset))
+            text = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+            yield _Row(row, text, _not_utf8(err, start), offset=start)
             row += 1
             continue
         try:
-            parsed = _Row(row, json.loads(line))
+            parsed = _Row(row, json.loads(line), offset=start)
         except json.JSONDecodeError as err:
-            parsed = _Row(row, line, f"not valid JSON ({err.msg} at column {err.colno})")
+            parsed = _Row(row, line, f"not valid JSON ({err.msg} at column {err.colno})", offset=start)
         except RecursionError:
-            parsed = _Row(row, line, "not valid JSON here (nested too deeply)")
+            parsed = _Row(row, line, "not valid JSON here (nested too deeply)", offset=start)
         yield parsed
         row += 1
 
@@ -218,9 +232,9 @@ def _iter_csv(path: Path) -> Iterator[_Row]:
         csv.field_size_limit(limit)
 
 
-def _iter_table(table: Any) -> Iterator[_Row]:
-    """One row per table row. Parquet does not check that strings are UTF-8: a value that
-    is not is a bad row, named by its column."""
+def _iter_table(table: Any, first_row: int = 0) -> Iterator[_Row]:
+    """One row per table row (numbered from `first_row`). Parquet does not check that
+    strings are UTF-8: a value that is not is a bad row, named by its column."""
     columns: dict[str, list[Any]] = {}
     bad: dict[int, tuple[str, str]] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
@@ -239,9 +253,42 @@ def _iter_table(table: Any) -> Iterator[_Row]:
     for row in range(table.num_rows):
         item = {name: values[row] for name, values in columns.items()}
         if row in bad:
-            yield _Row(row, item, bad[row][1], bad[row][0])
+            yield _Row(first_row + row, item, bad[row][1], bad[row][0])
         else:
-            yield _Row(row, item)
+            yield _Row(first_row + row, item)
+
+
+def _parquet(path: Path) -> Any:
+    """The open file, or the error `pq.read_table` gives for it."""
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+        handle.schema_arrow  # noqa: B018  (reads the footer)
+        return handle
+    except Exception:
+        pass
+    try:
+        pq.read_table(path)
+    except Exception as err:
+        raise RaftDataError(f"{path}: not a readable Parquet file ({err})") from None
+    raise RaftDataError(f"{path}: not a readable Parquet file (its footer)")
+
+
+def _iter_parquet(path: Path, start_row: int = 0) -> Iterator[_Row]:
+    """Row group by row group (the rows of one group in memory at a time), from the group
+    that holds row `start_row`."""
+    handle = _parquet(path)
+    first = 0
+    for group in range(handle.num_row_groups):
+        rows = handle.metadata.row_group(group).num_rows
+        if first + rows > start_row:
+            try:
+                table = handle.read_row_group(group)
+            except Exception as err:
+                raise RaftDataError(f"{path}: row group {group} is not readable ({err})") from None
+            yield from (r for r in _iter_table(table, first) if r.row >= start_row)
+        first += rows
 
 
 def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
@@ -253,13 +300,8 @@ def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
     if fmt == "csv":
         return _iter_csv(path), _file_digest(path)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as err:
-            raise RaftDataError(f"{path}: not a readable Parquet file ({err})") from None
-        return _iter_table(table), _file_digest(path)
+        _parquet(path)  # a file that is not Parquet fails here, before any row
+        return _iter_parquet(path), _file_digest(path)
     if fmt == "datasets":
         import datasets
 
@@ -305,23 +347,50 @@ def _metadata(item: dict[str, Any], fields: list[str]) -> str:
     return json.dumps({k: item.get(k) for k in fields}, sort_keys=True, default=str)
 
 
-def load_input(cfg: InputConfig) -> LoadedInput:
-    """Read and validate every input row; bad rows are rejected with file, row, field, reason."""
-    fmt = _detect_format(cfg)
-    rows, fingerprint = _rows(cfg, fmt)
+def _convert(item: dict[str, Any], cfg: InputConfig, source: str, row: int) -> SourceRecord | tuple[str, str]:
+    """A row's record, or (field, reason) when it cannot be one (before the duplicate check)."""
+    values: dict[str, str] = {}
+    for role, name in (("question", cfg.question_field), ("answer", cfg.answer_field)):
+        if name not in item:
+            return name, f"missing (the {role} field; set input.{role}_field to map another column)"
+        text, why = _text(item[name])
+        if text is None:
+            return name, why
+        values[role] = text
+    domain = cfg.domain
+    if cfg.domain_field is not None:
+        domain = _text(item.get(cfg.domain_field))[0] or cfg.domain
+    return SourceRecord(
+        id=row_id(domain, values["question"], values["answer"]),
+        question=values["question"],
+        gold_answer=values["answer"],
+        domain=domain,
+        metadata=_metadata(item, cfg.metadata_fields),
+        source_file=source,
+        source_row=row,
+    )
+
+
+@dataclass
+class _Counts:
+    rows_in: int = 0
+
+
+def _validated(
+    cfg: InputConfig, rows: Iterator[_Row], rejected: list[RejectedRecord], counts: _Counts
+) -> Iterator[tuple[_Row, SourceRecord]]:
+    """Each usable row with its record, in input order; every other row rejected (or, with
+    `on_bad_row: fail`, the first one raised)."""
     source = cfg.path
-    records: list[SourceRecord] = []
-    rejected: list[RejectedRecord] = []
     seen: dict[str, int] = {}
-    rows_in = 0
 
     def reject(row: int, raw: Any, fld: str, reason: str) -> None:
         _bad_row(cfg.on_bad_row, rejected, source, row, raw, fld, reason)
 
     for parsed in rows:
-        if cfg.limit is not None and rows_in >= cfg.limit:
+        if cfg.limit is not None and counts.rows_in >= cfg.limit:
             break
-        rows_in += 1
+        counts.rows_in += 1
         row, item = parsed.row, parsed.item
         if parsed.error is not None:
             reject(row, item, parsed.field, parsed.error)
@@ -329,43 +398,26 @@ def load_input(cfg: InputConfig) -> LoadedInput:
         if not isinstance(item, dict):
             reject(row, item, "<row>", f"expected an object with fields, got {type(item).__name__}")
             continue
-        values: dict[str, str] = {}
-        bad = False
-        for role, name in (("question", cfg.question_field), ("answer", cfg.answer_field)):
-            if name not in item:
-                reject(row, item, name, f"missing (the {role} field; set input.{role}_field to map another column)")
-                bad = True
-                break
-            text, why = _text(item[name])
-            if text is None:
-                reject(row, item, name, why)
-                bad = True
-                break
-            values[role] = text
-        if bad:
+        record = _convert(item, cfg, source, row)
+        if isinstance(record, tuple):
+            reject(row, item, *record)
             continue
-        domain = cfg.domain
-        if cfg.domain_field is not None:
-            domain = _text(item.get(cfg.domain_field))[0] or cfg.domain
-        rid = row_id(domain, values["question"], values["answer"])
-        if rid in seen:
-            reject(row, item, cfg.question_field, f"duplicate of row {seen[rid]} (same domain, question and answer)")
+        if record.id in seen:
+            reject(row, item, cfg.question_field, f"duplicate of row {seen[record.id]} (same domain, question and answer)")
             continue
-        seen[rid] = row
-        records.append(
-            SourceRecord(
-                id=rid,
-                question=values["question"],
-                gold_answer=values["answer"],
-                domain=domain,
-                metadata=_metadata(item, cfg.metadata_fields),
-                source_file=source,
-                source_row=row,
-            )
-        )
-    if rows_in == 0:
-        raise RaftDataError(f"input.path '{source}': no rows found")
-    return LoadedInput(records, rejected, fingerprint, source, rows_in)
+        seen[record.id] = row
+        yield parsed, record
+
+
+def load_input(cfg: InputConfig) -> LoadedInput:
+    """Read and validate every input row; bad rows are rejected with file, row, field, reason."""
+    rows, fingerprint = _rows(cfg, _detect_format(cfg))
+    rejected: list[RejectedRecord] = []
+    counts = _Counts()
+    records = [record for _, record in _validated(cfg, rows, rejected, counts)]
+    if counts.rows_in == 0:
+        raise RaftDataError(f"input.path '{cfg.path}': no rows found")
+    return LoadedInput(records, rejected, fingerprint, cfg.path, counts.rows_in)
 
 
 # Tokens kept where a generated text (a rewrite in the fusion prompt, a candidate in the
@@ -511,10 +563,20 @@ def check_lengths(loaded: LoadedInput, cfg: PipelineConfig) -> LoadedInput:
     """
     if not loaded.records:
         return loaded
-    prompts = _length_prompts(cfg)
-    kept: list[SourceRecord] = []
+    fits = _length_check(cfg)
     rejected = list(loaded.rejected)
-    for record in loaded.records:
+    kept = [r for r in loaded.records if fits(r, rejected, loaded.source)]
+    if len(kept) == len(loaded.records):
+        return loaded
+    rejected.sort(key=lambda r: r.source_row)
+    return replace(loaded, records=kept, rejected=rejected)
+
+
+def _length_check(cfg: PipelineConfig) -> Callable[[SourceRecord, list[RejectedRecord], str], bool]:
+    """record -> whether it fits every prompt; a row that does not is rejected into the list."""
+    prompts = _length_prompts(cfg)
+
+    def fits(record: SourceRecord, rejected: list[RejectedRecord], source: str) -> bool:
         for p in prompts:
             user = p.template.format(question=record.question, answer=record.gold_answer, **p.fill)
             found = p.counter.count(user, p.system, p.limit - p.reserve - p.extra)
@@ -535,11 +597,65 @@ def check_lengths(loaded: LoadedInput, cfg: PipelineConfig) -> LoadedInput:
                 "domain": record.domain,
                 "metadata": json.loads(record.metadata),
             }
-            _bad_row(cfg.input.on_bad_row, rejected, loaded.source, record.source_row, raw, fld, reason)
-            break
-        else:
-            kept.append(record)
-    if len(kept) == len(loaded.records):
-        return loaded
+            _bad_row(cfg.input.on_bad_row, rejected, source, record.source_row, raw, fld, reason)
+            return False
+        return True
+
+    return fits
+
+
+def scan_input(cfg: PipelineConfig) -> LoadedInput:
+    """`check_lengths(load_input(...))` for a build. JSONL and Parquet files are streamed:
+    rows are validated and length-checked one at a time (Parquet: a row group at a time)
+    and only where each kept row starts is held (`LoadedInput.chunk` reads a shard's rows
+    back from there), so memory does not grow with the input. CSV, `datasets` folders and
+    Hub datasets are read whole."""
+    fmt = _detect_format(cfg.input)
+    if fmt not in ("jsonl", "parquet"):
+        return check_lengths(load_input(cfg.input), cfg)
+    path = Path(cfg.input.path)
+    rows, fingerprint = _rows(cfg.input, fmt)
+    rejected: list[RejectedRecord] = []
+    counts = _Counts()
+    fits = _length_check(cfg)
+    starts = array("q")  # (row, byte offset) of each kept row, flat
+    for parsed, record in _validated(cfg.input, rows, rejected, counts):
+        if fits(record, rejected, cfg.input.path):
+            starts.extend((parsed.row, parsed.offset if fmt == "jsonl" else parsed.row))
+    if counts.rows_in == 0:
+        raise RaftDataError(f"input.path '{cfg.input.path}': no rows found")
     rejected.sort(key=lambda r: r.source_row)
-    return replace(loaded, records=kept, rejected=rejected)
+    loaded = LoadedInput([], rejected, fingerprint, cfg.input.path, counts.rows_in)
+    loaded.stream = _Stream(path, fmt, cfg.input, starts)
+    return loaded
+
+
+@dataclass
+class _Stream:
+    """Where each kept row of a JSONL or Parquet file starts (byte offset; row), to read
+    any run of them back."""
+
+    path: Path
+    fmt: str
+    cfg: InputConfig
+    starts: array
+
+    def __len__(self) -> int:
+        return len(self.starts) // 2
+
+    def read(self, start: int, stop: int) -> list[SourceRecord]:
+        stop = min(stop, len(self))
+        if start >= stop:
+            return []
+        wanted = {self.starts[2 * k] for k in range(start, stop)}
+        out: list[SourceRecord] = []
+        row, offset = self.starts[2 * start], self.starts[2 * start + 1]
+        rows = _iter_jsonl(self.path, offset, row) if self.fmt == "jsonl" else _iter_parquet(self.path, row)
+        for parsed in rows:
+            if parsed.row in wanted:
+                record = _convert(parsed.item, self.cfg, self.cfg.path, parsed.row)
+                assert isinstance(record, SourceRecord), record  # it was kept when first read
+                out.append(record)
+                if len(out) == stop - start:
+                    break
+        return out

@@ -1,10 +1,14 @@
-"""What keeps a large build's memory flat: the finalize step reads only the columns its
-summary needs."""
+"""What keeps a large build's memory flat: JSONL input streamed shard by shard, and a
+finalize step that reads only the columns its summary needs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
+from raft_data.errors import RaftDataError
 from schemas.parquet_io import read_records, write_records
 from schemas.records import RejectedRecord
 
@@ -15,3 +19,52 @@ def test_read_records_can_take_only_some_columns(tmp_path: Path) -> None:
     table = read_records([tmp_path / "r.parquet"], RejectedRecord, columns=["source_row", "reason"])
     assert table.column_names == ["source_row", "reason"]
     assert table.to_pylist() == [{"source_row": i, "reason": "r"} for i in range(3)]
+
+
+def test_streamed_jsonl_equals_a_whole_read(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A build streams JSONL and Parquet (`scan_input`): the same rows, rejections and
+    messages as reading them whole, and any run of shards read back from byte offsets or
+    row groups."""
+    import json
+
+    from raft_data.config import PipelineConfig
+    from raft_data.load import check_lengths, load_input, scan_input
+
+    hostile = Path(__file__).parent / "hostile"
+    src = tmp_path / "mixed.jsonl"
+    lines = [json.dumps({"question": f"Q{i}?", "answer": f"A {i}."}) for i in range(9)]
+    lines[3] = lines[1]  # a duplicate
+    lines[5] = '{"question": "no answer"}'
+    lines.insert(7, "")  # a blank line
+    lines[8] = json.dumps({"question": "Long?", "answer": "word " * 5000})  # over max_model_len
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")  # with a BOM
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups = tmp_path / "groups.parquet"  # row groups of 2 rows: shards start inside groups
+    rows = [json.loads(line) if line.startswith("{") else {"question": line} for line in lines if line]
+    pq.write_table(pa.Table.from_pylist([{"question": r.get("question"), "answer": r.get("answer")} for r in rows]),
+                   groups, row_group_size=2)
+    assert pq.ParquetFile(groups).num_row_groups > 3
+    for path in [src, groups, *sorted(hostile.glob("*.jsonl")), *sorted(hostile.glob("*.parquet"))]:
+        cfg = PipelineConfig.model_validate({
+            "name": "s", "input": {"path": str(path)}, "output": {"dir": "o"}, "model": str(tiny_model_dir),
+        })
+        try:
+            whole = check_lengths(load_input(cfg.input), cfg)
+        except RaftDataError as err:  # empty.jsonl, not_parquet.parquet
+            with pytest.raises(RaftDataError, match=re.escape(str(err))):
+                scan_input(cfg)
+            continue
+        streamed = scan_input(cfg)
+        assert streamed.records == [] and streamed.count == len(whole.records), path
+        assert streamed.rejected == whole.rejected and streamed.rows_in == whole.rows_in, path
+        assert streamed.fingerprint == whole.fingerprint
+        assert streamed.chunk(0, streamed.count) == whole.records, path
+        for size in (1, 2, 3):
+            shards = [streamed.chunk(i, i + size) for i in range(0, streamed.count, size)]
+            assert [r for shard in shards for r in shard] == whole.records, (path, size)
+    reasons = {r.source_row: r.reason for r in scan_input(PipelineConfig.model_validate({
+        "name": "s", "input": {"path": str(src)}, "output": {"dir": "o"}, "model": str(tiny_model_dir),
+    })).rejected}
+    assert sorted(reasons) == [3, 5, 7] and reasons[7].startswith("over_model_length"), reasons
