@@ -185,8 +185,10 @@ def adamw_kwargs(params: Sequence[torch.Tensor], fsdp: bool) -> dict[str, Any]:
     CUDA in torch 2.13: ~6x faster than the for-loop default on CPU, same steps to 3e-8;
     benchmarks/adamw.py, docs/benchmarks.md), else {} (torch's own default). FSDP2's DTensor
     shards keep torch's default: fused there is not tested here."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
+    try:  # private in torch 2.13; a torch without it keeps the default implementation
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:
+        return {}
     devices = {p.device.type for p in params}
     floating = all(torch.is_floating_point(p) for p in params)
     if fsdp or not params or not floating or len(devices) != 1:

@@ -27,3 +27,10 @@ def test_fused_only_where_torch_has_it():
     meta = [torch.nn.Parameter(torch.zeros(2, 2, device="meta"))]
     assert adamw_kwargs(meta, fsdp=False) == {}
     assert adamw_kwargs([], fsdp=False) == {}
+
+
+def test_a_torch_without_the_private_helper_keeps_the_default(monkeypatch):
+    import torch.optim.optimizer as opt
+
+    monkeypatch.delattr(opt, "_get_fused_kernels_supported_devices")
+    assert adamw_kwargs([torch.nn.Parameter(torch.zeros(2, 2))], fsdp=False) == {}
