@@ -94,8 +94,8 @@ class TransformersBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.identity = engine_identity(self.info)
-        why = "set" if cfg.dtype != "auto" else "auto: bfloat16 on GPU, float32 on CPU"
-        log.info("%s: transformers on %s, %s (dtype %s)", model.name, self.device, self.info.dtype, why)
+        why = "backend.dtype" if cfg.dtype != "auto" else "backend.dtype auto: bfloat16 on GPU, float32 on CPU"
+        log.info("%s: transformers on %s, %s (%s)", model.name, self.device, self.info.dtype, why)
         self.lm: Any = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
         self.lm.to(self.device)  # type: ignore[arg-type]
         self.lm.eval()
