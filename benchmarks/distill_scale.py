@@ -85,33 +85,13 @@ def write_long_data(folder: Path, batch: int, length: int) -> Path:
     """Rows whose SFT target y^ is `length` tokens (a sentence repeated, then cut)."""
     from transformers import AutoTokenizer
 
-    from schemas import RefinedRecord, row_id, write_records
     from schemas.model_registry import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
     ids = tok(SENTENCE * (length // 10 + 2), add_special_tokens=False)["input_ids"][: length - 1]
     answer = tok.decode(ids)
-    records = []
-    for i in range(max(batch, 4)):
-        q = f"Tell me everything about iron, part {i}."
-        records.append(
-            RefinedRecord(
-                id=row_id("bench", q, answer),
-                question=q,
-                gold_answer=answer,
-                domain="bench",
-                source_file="bench",
-                source_row=i,
-                decision="accepted",
-                reason="bench",
-                final_answer=answer,
-                final_source="fusion",
-                teacher_context_tokens=0,
-                over_length=False,
-            )
-        )
-    write_records(folder / "data" / "train-00000.parquet", records, RefinedRecord)
-    return folder
+    pairs = [(f"Tell me everything about iron, part {i}.", answer) for i in range(max(batch, 4))]
+    return distill_step.write_data(folder, batch, pairs)
 
 
 def random_trajectories(prompts: list[Any], length: int, vocab: int, seed: int) -> list[list[int]]:

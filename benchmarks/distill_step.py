@@ -92,13 +92,15 @@ def make_tiny(folder: Path) -> Path:
     return folder
 
 
-def write_data(folder: Path, batch: int) -> Path:
+def write_data(folder: Path, batch: int, pairs: list[tuple[str, str]] | None = None) -> Path:
+    """A RefinedRecord dataset of max(batch, len(pairs)) accepted rows (default: QUESTIONS)."""
     from schemas import RefinedRecord, row_id, write_records
 
+    pairs = pairs or QUESTIONS
     records = []
-    for i in range(max(batch, len(QUESTIONS))):
-        q, a = QUESTIONS[i % len(QUESTIONS)]
-        q = q if i < len(QUESTIONS) else f"{q} ({i})"
+    for i in range(max(batch, len(pairs))):
+        q, a = pairs[i % len(pairs)]
+        q = q if i < len(pairs) else f"{q} ({i})"
         records.append(
             RefinedRecord(
                 id=row_id("bench", q, a),
