@@ -52,8 +52,47 @@ DEFAULT_CASES = [
 SENTENCE = "The element iron has atomic number 26 and forms rust when it reacts with oxygen. "
 
 
-def make_model(folder: Path, vocab: int, hidden: int, layers: int) -> Path:
-    """A random-weight Llama (untied head, as Llama 3 8B) with SmolLM2's tokenizer."""
+# Real bodies for the GPU table (issue 11): Llama 3.2 3B and Llama 3.1 8B, random weights
+BODIES: dict[str, dict[str, Any]] = {
+    "llama3-3b": dict(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    ),
+    "llama3-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
+}
+
+
+def body_config(hidden: int, layers: int, body: str | None) -> dict[str, Any]:
+    """The LlamaConfig body: a named real shape (BODIES), or the tiny hidden x layers one."""
+    if body:
+        return dict(BODIES[body])
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=hidden * 11 // 4,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 256),
+        tie_word_embeddings=False,
+    )
+
+
+def make_model(
+    folder: Path, vocab: int, hidden: int, layers: int, tokenizer: str, body: str | None = None
+) -> Path:
+    """A random-weight Llama (untied head, as Llama 3 8B, unless `body` says otherwise) with
+    `tokenizer`'s files (SmolLM2's by default). Built on the GPU when there is one and saved
+    in bf16, so an 8B body takes seconds, not minutes."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -61,33 +100,34 @@ def make_model(folder: Path, vocab: int, hidden: int, layers: int) -> Path:
 
     if (folder / "config.json").exists():
         return folder
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
+    tok = AutoTokenizer.from_pretrained(resolve_model(tokenizer).path)
     config = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=hidden * 11 // 4,
-        num_hidden_layers=layers,
-        num_attention_heads=hidden // 64,
-        num_key_value_heads=max(1, hidden // 256),
         max_position_embeddings=32768,
-        tie_word_embeddings=False,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **body_config(hidden, layers, body),
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
+    if body:
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
+    del model
     return folder
 
 
-def write_long_data(folder: Path, batch: int, length: int) -> Path:
+def write_long_data(folder: Path, batch: int, length: int, tokenizer: str) -> Path:
     """Rows whose SFT target y^ is `length` tokens (a sentence repeated, then cut)."""
     from transformers import AutoTokenizer
 
     from schemas.model_registry import resolve_model
 
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
+    tok = AutoTokenizer.from_pretrained(resolve_model(tokenizer).path)
     ids = tok(SENTENCE * (length // 10 + 2), add_special_tokens=False)["input_ids"][: length - 1]
     answer = tok.decode(ids)
     pairs = [(f"Tell me everything about iron, part {i}.", answer) for i in range(max(batch, 4))]
@@ -135,17 +175,23 @@ def child(args: argparse.Namespace) -> None:
     if args.stub_rollout:
         stub_rollouts(args.length)
     work = Path(tempfile.mkdtemp(prefix="distill-scale-"))
-    data = write_long_data(work / "data", args.batch, args.length)
+    data = write_long_data(work / "data", args.batch, args.length, args.tokenizer)
     args.new_tokens = args.length
     args.target_tokens = args.length
     try:
         result = distill_step.RUNNERS[args.variant](args, args.model, data, work)
-    except MemoryError as err:
-        result = {"error": f"MemoryError: {err}", "oom": True}
+    except (MemoryError, torch.OutOfMemoryError) as err:  # host RAM, or the GPU's
+        result = {"error": f"{type(err).__name__}: {str(err)[:300]}", "oom": True}
     except Exception as err:  # noqa: BLE001 - report the failure in the table, not hide it
         result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
     result["peak_memory_mb"] = distill_step.peak_mb()
     Path(args.child_out).write_text(json.dumps(result))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _rss_mb(pid: int) -> float:
@@ -197,6 +243,8 @@ def run_case(
         str(args.steps),
         "--top-k",
         str(args.top_k),
+        "--tokenizer",
+        args.tokenizer,
         "--stub-rollout" if args.stub_rollout else "--no-stub-rollout",
     ]
     started = time.perf_counter()
@@ -209,6 +257,8 @@ def run_case(
         "variant": variant,
         "hidden": args.hidden,
         "layers": args.layers,
+        "body": args.body or f"hidden {args.hidden}, {args.layers} layers",
+        "device": "cuda" if _cuda() else "cpu",
         "wall_s": wall,
         "stub_rollout": args.stub_rollout,
         "watchdog_max_rss_mb": seen,
@@ -224,7 +274,9 @@ def run_case(
         return case
     row = distill_step.summarise(variant, result)
     if result.get("oom"):
-        row["status"] = f"OOM (MemoryError) under cap {args.cap_gb:g} GB"
+        where = "GPU" if case["device"] == "cuda" else f"MemoryError under cap {args.cap_gb:g} GB"
+        row["status"] = f"OOM ({where})"
+        row["peak_memory_mb"] = result.get("peak_memory_mb")
     steps = result.get("steps") or []
     if steps and all(s.get("rollout_s") is not None for s in steps):
         train_s = sum(s["step_s"] - s["rollout_s"] for s in steps) / len(steps)
@@ -241,14 +293,17 @@ def measure(args: argparse.Namespace) -> None:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["vocab"], r["batch"], r["length"], r["variant"]))
-    models = Path(tempfile.gettempdir()) / "distill-scale-models"
+    models = Path(args.models or tempfile.gettempdir()) / "distill-scale-models"
     variants = args.variants.split(",")
     for vocab, batch, length in parse_cases(args.cases):
+        name = args.body or f"h{args.hidden}-l{args.layers}"
         model = make_model(
-            models / f"llama-v{vocab}-h{args.hidden}-l{args.layers}",
+            models / f"llama-v{vocab}-{name}",
             vocab,
             args.hidden,
             args.layers,
+            args.tokenizer,
+            args.body,
         )
         for variant in variants:
             if (vocab, batch, length, variant) in done:
@@ -281,7 +336,7 @@ def peak_gb(r: dict[str, Any]) -> float | None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| vocab | batch | length | variant | peak RSS GB | ms / trained token | "
+        "| vocab | batch | length | variant | peak GB | ms / trained token | "
         "ms / token w/o rollout | step s | rollout s | trained tokens |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
     )
@@ -295,9 +350,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         else:
             cells = [
                 fmt(peak_gb(r), ".2f"),
-                fmt(r.get("ms_per_trained_token"), ".2f"),
-                fmt(r.get("ms_per_trained_token_no_rollout"), ".2f"),
-                fmt(r.get("step_s"), ".1f"),
+                fmt(r.get("ms_per_trained_token"), ".3g"),
+                fmt(r.get("ms_per_trained_token_no_rollout"), ".3g"),
+                fmt(r.get("step_s"), ".3g"),
                 fmt(r.get("rollout_s"), ".1f"),
                 fmt(r.get("trained_tokens"), ".0f"),
             ]
@@ -318,9 +373,11 @@ def plot(
     import matplotlib.pyplot as plt
 
     picked = [r for r in rows if r["vocab"] == vocab and r["batch"] == batch]
+    gpu = picked[0].get("device") == "cuda"
+    peak_label = "GPU peak allocated (GB)" if gpu else "peak RSS (GB)"
     written = []
     for key, label, name in (
-        ("peak", "peak RSS (GB)", "benchmarks_scale_memory.png"),
+        ("peak", peak_label, "benchmarks_scale_memory.png"),
         ("ms_per_trained_token", "ms per trained token", "benchmarks_scale_time.png"),
     ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -339,13 +396,16 @@ def plot(
             if ooms and key == "peak":
                 cap = picked[0]["cap_gb"]
                 ax.scatter(ooms, [cap] * len(ooms), marker="x", s=80, color="red")
-        if key == "peak":
+        if key == "peak" and not gpu:
             ax.axhline(picked[0]["cap_gb"], ls="--", color="red", lw=0.8, label="cap (x = OOM)")
         ax.set_xscale("log", base=2)
+        if gpu:  # naive's GBs next to raft_distill's hundreds of MB
+            ax.set_yscale("log")
         ax.set_xlabel("trajectory = target length (tokens), batch 1")
         ax.set_ylabel(label)
         shape = f"hidden {picked[0]['hidden']}, {picked[0]['layers']} layers"
-        ax.set_title(f"stage-2 step, vocab {vocab:,}, {shape} (CPU)", fontsize=10)
+        where = "one H200" if gpu else "CPU"
+        ax.set_title(f"stage-2 step, vocab {vocab:,}, {shape} ({where})", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = folder / name
@@ -399,6 +459,13 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument(
+        "--body", choices=sorted(BODIES), help="a real model body instead of --hidden/--layers"
+    )
+    parser.add_argument(
+        "--tokenizer", default="smollm2-135m-instruct", help="model name or folder for the ids"
+    )
+    parser.add_argument("--models", help="folder for the random models (default: the temp dir)")
     parser.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up")
     parser.add_argument("--top-k", type=int, default=512)
     parser.add_argument("--cap-gb", type=float, default=9.0, help="RSS cap per variant")

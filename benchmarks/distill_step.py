@@ -212,7 +212,10 @@ def run_naive(args: argparse.Namespace, model: str, data: Path, work: Path) -> d
     balance = EmaBalance()
     temp = args.temperature
     pad, eos = int(tok.pad_token_id), {int(tok.eos_token_id)}
-    device = torch.device("cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lm.to(device)
+    teacher_model.to(device)
+    kind = device.type
     lm.config.use_cache = False
 
     def step(s: int) -> dict[str, Any]:
@@ -227,24 +230,31 @@ def run_naive(args: argparse.Namespace, model: str, data: Path, work: Path) -> d
         times["rollout_s"] = time.perf_counter() - t
         t = time.perf_counter()
         tp = pack([e.teacher_ids for e in batch], z, pad)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=args.bf16):
             t_logits = teacher_model(
-                input_ids=tp.input_ids, attention_mask=tp.attention_mask
+                input_ids=tp.input_ids.to(device), attention_mask=tp.attention_mask.to(device)
             ).logits
-        u = t_logits[tp.batch_index, tp.position_index].float()
+        u = t_logits[tp.batch_index.to(device), tp.position_index.to(device)].float()
         times["teacher_s"] = time.perf_counter() - t
         t = time.perf_counter()
         sp = pack([e.prompt_ids for e in batch], z, pad)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            s_logits = lm(input_ids=sp.input_ids, attention_mask=sp.attention_mask).logits
-        v = s_logits[sp.batch_index, sp.position_index].float()
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=args.bf16):
+            s_logits = lm(
+                input_ids=sp.input_ids.to(device), attention_mask=sp.attention_mask.to(device)
+            ).logits
+        v = s_logits[sp.batch_index.to(device), sp.position_index.to(device)].float()
         log_q = F.log_softmax(u / temp, -1)
         kl_tok = (log_q.exp() * (log_q - F.log_softmax(v / temp, -1))).sum(-1)
-        loss_kl = temp**2 * (kl_tok * sp.weight).sum() / len(batch)
+        loss_kl = temp**2 * (kl_tok * sp.weight.to(device)).sum() / len(batch)
         fp = pack([e.prompt_ids for e in batch], [e.target_ids for e in batch], pad)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            f_logits = lm(input_ids=fp.input_ids, attention_mask=fp.attention_mask).logits
-        loss_sft = F.cross_entropy(f_logits[fp.batch_index, fp.position_index].float(), fp.targets)
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=args.bf16):
+            f_logits = lm(
+                input_ids=fp.input_ids.to(device), attention_mask=fp.attention_mask.to(device)
+            ).logits
+        loss_sft = F.cross_entropy(
+            f_logits[fp.batch_index.to(device), fp.position_index.to(device)].float(),
+            fp.targets.to(device),
+        )
         lam = balance.update(float(loss_sft.detach()), float(loss_kl.detach()))
         (loss_sft + lam * loss_kl).backward()
         times["student_s"] = time.perf_counter() - t
@@ -276,6 +286,7 @@ def run_trl(args: argparse.Namespace, model: str, data: Path, work: Path) -> dic
     except Exception as err:  # noqa: BLE001 - record why TRL could not run
         return {"skipped": f"trl not importable: {type(err).__name__}: {err}"}
     import datasets
+    import torch
     from transformers import TrainerCallback
 
     from raft_distill.train import _resolve
@@ -314,7 +325,7 @@ def run_trl(args: argparse.Namespace, model: str, data: Path, work: Path) -> dic
         temperature=args.temperature,
         max_completion_length=args.new_tokens,
         bf16=args.bf16,
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,
         logging_steps=1,
         report_to=[],
