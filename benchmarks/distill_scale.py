@@ -292,7 +292,8 @@ def measure(args: argparse.Namespace) -> None:
     if out.exists():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["vocab"], r["batch"], r["length"], r["variant"]))
+            body = r.get("body") or f"hidden {r['hidden']}, {r['layers']} layers"
+            done.add((body, r["vocab"], r["batch"], r["length"], r["variant"]))
     models = Path(args.models or tempfile.gettempdir()) / "distill-scale-models"
     variants = args.variants.split(",")
     for vocab, batch, length in parse_cases(args.cases):
@@ -305,8 +306,9 @@ def measure(args: argparse.Namespace) -> None:
             args.tokenizer,
             args.body,
         )
+        body = args.body or f"hidden {args.hidden}, {args.layers} layers"
         for variant in variants:
-            if (vocab, batch, length, variant) in done:
+            if (body, vocab, batch, length, variant) in done:
                 continue
             case = run_case(args, model, vocab, batch, length, variant)
             print(
