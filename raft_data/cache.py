@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,41 @@ def call_key(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+BUSY_TIMEOUT_S = 120.0
+
+
+def _retry_locked(action: Callable[[], object], timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    """Run `action`, retrying while SQLite says the database is locked. Switching a new file
+    to WAL takes an exclusive lock, and SQLite answers a second process that tries at the
+    same moment with an immediate "database is locked", not a wait: N workers started
+    together would otherwise lose all but one."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+
 class CallCache:
     """A small SQLite table of key -> JSON value, one file per output folder."""
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path))
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self._db.commit()
+        # Workers (`--worker I/N`) share this file: wait for each other's writes.
+        self._db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
+        _retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
+        _retry_locked(self._create)
+
+    def _create(self) -> None:
+        with self._db:
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}

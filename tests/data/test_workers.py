@@ -93,3 +93,33 @@ def test_worker_argument() -> None:
     for bad in ("4/4", "-1/2", "a/b", "1"):
         with pytest.raises(RaftDataError, match="--worker"):
             parse_worker(bad)
+
+
+def _open_cache_at_once(path: str, barrier: object) -> None:
+    from raft_data.cache import CallCache
+
+    barrier.wait()  # type: ignore[attr-defined]
+    cache = CallCache(path)
+    cache.put_many({f"k{os.getpid()}": 1})
+    cache.close()
+
+
+def test_workers_opening_a_new_call_cache_together_do_not_fail(tmp_path: Path) -> None:
+    """N workers started at once all create/open the same SQLite cache; switching it to WAL
+    needs an exclusive lock, so without a retry some of them died with 'database is locked'
+    (seen with 2 workers in benchmarks/build_scale.py)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(30):  # two at a time collide most: ~1 in 4 failed before the retry
+        path = str(tmp_path / f"c{attempt}" / "calls.sqlite")
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_open_cache_at_once, args=(path, barrier)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0], f"attempt {attempt}"
+        from raft_data.cache import CallCache
+
+        assert len(CallCache(path)) == 2
