@@ -164,9 +164,10 @@ def _shown(cell: str) -> str:
     return cell.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _iter_csv(path: Path) -> Iterator[_Row]:
+def _iter_csv(path: Path, offset: int = 0, row: int = 0) -> Iterator[_Row]:
     """One row per record, {column: cell} as `csv.DictReader` gives (a short record's
-    missing cells are None).
+    missing cells are None); from byte `offset` (0, or where record number `row` starts:
+    a record starts at a line start), the header always read from the file's start.
 
     The reader is fed lines decoded with `surrogateescape`, so a record with bytes that
     are not UTF-8 is still parsed (quotes and line breaks included) and is rejected
@@ -174,10 +175,15 @@ def _iter_csv(path: Path) -> Iterator[_Row]:
     """
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     pending: list[tuple[int, bytes]] = []  # the lines of the record being read
+    source = [_lines(path)]  # switched to `offset` once the header is read
 
     def text_lines() -> Iterator[str]:
-        for offset, raw in _lines(path):
-            pending.append((offset, raw))
+        while True:
+            try:
+                start, raw = next(source[0])
+            except StopIteration:
+                return
+            pending.append((start, raw))
             yield raw.decode("utf-8", "surrogateescape")
 
     limit = csv.field_size_limit()
@@ -194,7 +200,8 @@ def _iter_csv(path: Path) -> Iterator[_Row]:
         if bad is not None:
             raise RaftDataError(f"{path}: the header line is {bad}")
         pending.clear()
-        row = 0
+        if offset:
+            source[0] = _lines(path, offset)
         while True:
             try:
                 cells = next(reader)
@@ -210,6 +217,7 @@ def _iter_csv(path: Path) -> Iterator[_Row]:
             pending.clear()
             if not cells:  # a blank line
                 continue
+            start = lines[0][0]
             item: dict[str, Any] = dict(zip(header, cells, strict=False))
             for name in header[len(cells) :]:
                 item.setdefault(name, None)
@@ -222,11 +230,11 @@ def _iter_csv(path: Path) -> Iterator[_Row]:
                 shown = {k: _shown(v) if isinstance(v, str) else v for k, v in item.items()}
                 if extra:
                     shown["<extra cells>"] = [_shown(c) for c in extra]
-                yield _Row(row, shown, bad, column)
+                yield _Row(row, shown, bad, column, offset=start)
             elif extra:
-                yield _Row(row, {**item, "<extra cells>": extra}, "more cells than header columns")
+                yield _Row(row, {**item, "<extra cells>": extra}, "more cells than header columns", offset=start)
             else:
-                yield _Row(row, item)
+                yield _Row(row, item, offset=start)
             row += 1
     finally:
         csv.field_size_limit(limit)
@@ -256,6 +264,16 @@ def _iter_table(table: Any, first_row: int = 0) -> Iterator[_Row]:
             yield _Row(first_row + row, item, bad[row][1], bad[row][0])
         else:
             yield _Row(first_row + row, item)
+
+
+TABLE_BATCH = 1024  # rows of an Arrow table turned into Python objects at a time
+
+
+def _iter_table_rows(table: Any, start_row: int = 0) -> Iterator[_Row]:
+    """`_iter_table` a batch of rows at a time, from row `start_row`: a `datasets` folder's
+    or the Hub cache's table is memory-mapped, so only the batch is held in memory."""
+    for first in range(start_row, table.num_rows, TABLE_BATCH):
+        yield from _iter_table(table.slice(first, TABLE_BATCH), first)
 
 
 def _parquet(path: Path) -> Any:
@@ -302,9 +320,17 @@ def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
     if fmt == "parquet":
         _parquet(path)  # a file that is not Parquet fails here, before any row
         return _iter_parquet(path), _file_digest(path)
-    if fmt == "datasets":
-        import datasets
+    table, fingerprint = _table(cfg, fmt)
+    return _iter_table_rows(table), fingerprint
 
+
+def _table(cfg: InputConfig, fmt: str) -> tuple[Any, str]:
+    """A `datasets` folder's or a Hub dataset split's Arrow table (memory-mapped from disk:
+    `load_from_disk`, or `load_dataset`'s cache) and its fingerprint."""
+    import datasets
+
+    path = Path(cfg.path)
+    if fmt == "datasets":
         try:
             loaded = datasets.load_from_disk(str(path))
         except Exception as err:
@@ -313,9 +339,7 @@ def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
             if cfg.split not in loaded:
                 raise RaftDataError(f"{path}: no split '{cfg.split}'; it has {sorted(loaded)}")
             loaded = loaded[cfg.split]
-        return _iter_table(loaded.data.table), loaded._fingerprint
-    import datasets
-
+        return loaded.data.table, loaded._fingerprint
     try:
         hub = datasets.load_dataset(cfg.path, split=cfg.split)
     except Exception as err:
@@ -323,7 +347,7 @@ def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
             f"input.path '{cfg.path}': could not load the Hub dataset split '{cfg.split}' "
             f"({type(err).__name__}: {err}). Offline? Download it first or point to a local file."
         ) from None
-    return _iter_table(hub.data.table), hub._fingerprint
+    return hub.data.table, hub._fingerprint
 
 
 def _text(value: Any) -> tuple[str | None, str]:
@@ -605,43 +629,57 @@ def _length_check(cfg: PipelineConfig) -> Callable[[SourceRecord, list[RejectedR
 
 
 def scan_input(cfg: PipelineConfig) -> LoadedInput:
-    """`check_lengths(load_input(...))` for a build. JSONL and Parquet files are streamed:
-    rows are validated and length-checked one at a time (Parquet: a row group at a time)
-    and only where each kept row starts is held (`LoadedInput.chunk` reads a shard's rows
-    back from there), so memory does not grow with the input. CSV, `datasets` folders and
-    Hub datasets are read whole."""
+    """`check_lengths(load_input(...))` for a build, streamed: rows are validated and
+    length-checked one at a time and only where each kept row starts is held (JSONL and
+    CSV: its byte offset; Parquet: its row, read back a row group at a time; a `datasets`
+    folder or Hub split: its row in the memory-mapped Arrow table), so memory does not
+    grow with the input; `LoadedInput.chunk` reads a shard's rows back from there."""
     fmt = _detect_format(cfg.input)
-    if fmt not in ("jsonl", "parquet"):
-        return check_lengths(load_input(cfg.input), cfg)
     path = Path(cfg.input.path)
-    rows, fingerprint = _rows(cfg.input, fmt)
+    table = None
+    if fmt in ("datasets", "hub"):
+        table, fingerprint = _table(cfg.input, fmt)
+        rows: Iterator[_Row] = _iter_table_rows(table)
+    else:
+        rows, fingerprint = _rows(cfg.input, fmt)
     rejected: list[RejectedRecord] = []
     counts = _Counts()
     fits = _length_check(cfg)
-    starts = array("q")  # (row, byte offset) of each kept row, flat
+    starts = array("q")  # (row, where it starts) of each kept row, flat
+    by_offset = fmt in ("jsonl", "csv")
     for parsed, record in _validated(cfg.input, rows, rejected, counts):
         if fits(record, rejected, cfg.input.path):
-            starts.extend((parsed.row, parsed.offset if fmt == "jsonl" else parsed.row))
+            starts.extend((parsed.row, parsed.offset if by_offset else parsed.row))
     if counts.rows_in == 0:
         raise RaftDataError(f"input.path '{cfg.input.path}': no rows found")
     rejected.sort(key=lambda r: r.source_row)
     loaded = LoadedInput([], rejected, fingerprint, cfg.input.path, counts.rows_in)
-    loaded.stream = _Stream(path, fmt, cfg.input, starts)
+    loaded.stream = _Stream(path, fmt, cfg.input, starts, table)
     return loaded
 
 
 @dataclass
 class _Stream:
-    """Where each kept row of a JSONL or Parquet file starts (byte offset; row), to read
-    any run of them back."""
+    """Where each kept input row starts (JSONL, CSV: byte offset; Parquet, Arrow table:
+    row), to read any run of them back."""
 
     path: Path
     fmt: str
     cfg: InputConfig
     starts: array
+    table: Any = None  # `datasets` folder / Hub split: the memory-mapped table
 
     def __len__(self) -> int:
         return len(self.starts) // 2
+
+    def _rows_from(self, row: int, where: int) -> Iterator[_Row]:
+        if self.fmt == "jsonl":
+            return _iter_jsonl(self.path, where, row)
+        if self.fmt == "csv":
+            return _iter_csv(self.path, where, row)
+        if self.fmt == "parquet":
+            return _iter_parquet(self.path, row)
+        return _iter_table_rows(self.table, row)
 
     def read(self, start: int, stop: int) -> list[SourceRecord]:
         stop = min(stop, len(self))
@@ -649,9 +687,7 @@ class _Stream:
             return []
         wanted = {self.starts[2 * k] for k in range(start, stop)}
         out: list[SourceRecord] = []
-        row, offset = self.starts[2 * start], self.starts[2 * start + 1]
-        rows = _iter_jsonl(self.path, offset, row) if self.fmt == "jsonl" else _iter_parquet(self.path, row)
-        for parsed in rows:
+        for parsed in self._rows_from(self.starts[2 * start], self.starts[2 * start + 1]):
             if parsed.row in wanted:
                 record = _convert(parsed.item, self.cfg, self.cfg.path, parsed.row)
                 assert isinstance(record, SourceRecord), record  # it was kept when first read

@@ -21,10 +21,11 @@ def test_read_records_can_take_only_some_columns(tmp_path: Path) -> None:
     assert table.to_pylist() == [{"source_row": i, "reason": "r"} for i in range(3)]
 
 
-def test_streamed_jsonl_equals_a_whole_read(tmp_path: Path, tiny_model_dir: Path) -> None:
-    """A build streams JSONL and Parquet (`scan_input`): the same rows, rejections and
-    messages as reading them whole, and any run of shards read back from byte offsets or
-    row groups."""
+def test_streamed_input_equals_a_whole_read(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build streams every input format (`scan_input`): the same rows, rejections and
+    messages as reading them whole, and any run of shards read back from byte offsets
+    (JSONL, CSV with multi-line records), row groups (Parquet) or rows of a memory-mapped
+    table (`datasets` folder, Hub split)."""
     import json
 
     from raft_data.config import PipelineConfig
@@ -46,9 +47,33 @@ def test_streamed_jsonl_equals_a_whole_read(tmp_path: Path, tiny_model_dir: Path
     pq.write_table(pa.Table.from_pylist([{"question": r.get("question"), "answer": r.get("answer")} for r in rows]),
                    groups, row_group_size=2)
     assert pq.ParquetFile(groups).num_row_groups > 3
-    for path in [src, groups, *sorted(hostile.glob("*.jsonl")), *sorted(hostile.glob("*.parquet"))]:
+    import csv
+
+    import datasets
+
+    import raft_data.load
+
+    quoted = tmp_path / "multiline.csv"  # records over several lines: offsets are record starts
+    with quoted.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer"])
+        for r in rows:
+            answer = r.get("answer")
+            writer.writerow([r.get("question"), None if answer is None else f"{answer[:40]}\nsecond line, \"quoted\""])
+    folder = tmp_path / "saved"  # a `datasets` folder: a memory-mapped table read in batches
+    datasets.Dataset.from_parquet(str(groups)).save_to_disk(str(folder))
+    hub_like = tmp_path / "hub_like"  # what load_dataset gives for a Hub id, here from local files
+    hub_like.mkdir()
+    pq.write_table(pq.read_table(groups), hub_like / "train.parquet")
+    monkeypatch.setattr(raft_data.load, "TABLE_BATCH", 2)
+    inputs: list[tuple[Path, dict[str, str]]] = [
+        (p, {}) for p in [src, groups, quoted, folder, *sorted(hostile.glob("*.jsonl")),
+                          *sorted(hostile.glob("*.parquet")), *sorted(hostile.glob("*.csv"))]
+    ]
+    inputs.append((hub_like, {"format": "hub"}))
+    for path, extra in inputs:
         cfg = PipelineConfig.model_validate({
-            "name": "s", "input": {"path": str(path)}, "output": {"dir": "o"}, "model": str(tiny_model_dir),
+            "name": "s", "input": {"path": str(path), **extra}, "output": {"dir": "o"}, "model": str(tiny_model_dir),
         })
         try:
             whole = check_lengths(load_input(cfg.input), cfg)
