@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_distill.evaluate.config import MC_SUITES
-from raft_distill.evaluate.stats import N_BOOT, bootstrap_ci, compare, describe
+from raft_distill.evaluate.stats import N_BOOT, bootstrap_ci, compare, describe, format_p
 
 # (suite, metric key, column title) of the summary table, in order.
 HEADLINE = (
@@ -194,7 +194,7 @@ def summary_markdown(
             lines.append(
                 f"| {c['model']} | {c['title']} | {100 * d['estimate']:+.1f} "
                 f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | {c['test']} | "
-                f"{c['p']:.3g} | {'yes' if c['significant'] else 'no'} |"
+                f"{format_p(c)} | {'yes' if c['significant'] else 'no'} |"
             )
         lines += [""] + [f"- {c['sentence']}" for c in comps]
     return "\n".join(lines) + "\n"

@@ -181,7 +181,8 @@ def compare(
     paired bootstrap interval.
     """
     diff, p_boot = paired_bootstrap(a, b, weights, n_boot=n_boot, alpha=alpha, seed=seed)
-    out: dict[str, Any] = {"diff": diff.as_dict(), "p_bootstrap": p_boot}
+    # the smallest nonzero bootstrap p: 2 of n_boot resamples on the far side of 0
+    out: dict[str, Any] = {"diff": diff.as_dict(), "p_bootstrap": p_boot, "p_resolution": 2 / n_boot}
     if weights is None and is_binary(a) and is_binary(b):
         test = mcnemar(a, b)
         out["mcnemar"] = test.as_dict()
@@ -191,6 +192,21 @@ def compare(
     out["significant"] = bool(out["p"] < alpha)
     out["alpha"] = alpha
     return out
+
+
+def format_p(comparison: dict[str, Any]) -> str:
+    """The test's p for a report: a bootstrap p of 0 means no resample crossed 0, so it
+    prints as "< 2/n_boot" (the test's resolution), not as 0."""
+    p = float(comparison["p"])
+    resolution = comparison.get("p_resolution")
+    if p == 0.0 and comparison.get("test") == "paired bootstrap" and resolution:
+        return f"< {resolution:.2g}"
+    return f"{p:.3g}"
+
+
+def _p_text(comparison: dict[str, Any]) -> str:
+    text = format_p(comparison)
+    return f" {text}" if text.startswith("<") else f"={text}"
 
 
 def describe(name_b: str, name_a: str, what: str, comparison: dict[str, Any]) -> str:
@@ -207,5 +223,5 @@ def describe(name_b: str, name_a: str, what: str, comparison: dict[str, Any]) ->
         verdict = f"{name_b} significantly lower at {level}"
     return (
         f"{what}: {name_b} - {name_a} = {points} ({level} CI, n={d['n']}), "
-        f"{comparison['test']} p={comparison['p']:.3g}: {verdict}."
+        f"{comparison['test']} p{_p_text(comparison)}: {verdict}."
     )

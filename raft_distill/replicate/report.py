@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raft_distill.evaluate.stats import describe
+from raft_distill.evaluate.stats import describe, format_p
 from raft_distill.replicate.table import METRICS, fmt_pct, fmt_stats
 
 TITLES = {
@@ -79,7 +79,7 @@ def item_markdown(report: dict[str, Any], titles: dict[str, str]) -> list[str]:
             lines.append(
                 f"| {arm} | {titles[metric]} | {fmt_pct(d['estimate'], signed=True)} "
                 f"[{fmt_pct(d['low'], signed=True)}, {fmt_pct(d['high'], signed=True)}] | "
-                f"{c['test']} | {c['p']:.3g} | {'yes' if c['significant'] else 'no'} |"
+                f"{c['test']} | {format_p(c)} | {'yes' if c['significant'] else 'no'} |"
             )
             sentences.append(f"- {describe(arm, 'sft_raw', titles[metric], c)}")
     return lines + [""] + sentences

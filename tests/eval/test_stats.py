@@ -11,6 +11,7 @@ from raft_distill.evaluate.stats import (
     bootstrap_ci,
     compare,
     describe,
+    format_p,
     mcnemar,
     paired_bootstrap,
     paired_se,
@@ -108,3 +109,16 @@ def test_compare_and_describe() -> None:
     assert "no significant difference" in describe("b", "a", "x", same)
     frac = compare([0.5, 1.0, 0.0, 1.0], [1.0, 1.0, 0.5, 1.0], weights=[2, 1, 2, 1])
     assert frac["test"] == "paired bootstrap" and "mcnemar" not in frac
+
+
+def test_bootstrap_p_of_zero_is_reported_as_a_bound() -> None:
+    """No resample crossing 0 means p below the bootstrap's resolution, not p = 0."""
+    a = [0.0] * 30
+    b = [1.0] * 20 + [0.5] * 10  # fractions: the paired bootstrap's p, every resample > 0
+    c = compare(a, b, n_boot=2000)
+    assert c["test"] == "paired bootstrap" and c["p_bootstrap"] == 0.0
+    assert c["p_resolution"] == pytest.approx(0.001)
+    assert format_p(c) == "< 0.001"
+    assert "p < 0.001" in describe("B", "A", "score", c)
+    mixed = compare([0.0, 1.0, 0.5, 0.0, 1.0], [1.0, 0.0, 0.5, 1.0, 0.0], n_boot=2000)
+    assert format_p(mixed) == f"{mixed['p']:.3g}"
