@@ -15,8 +15,16 @@ prompts, cache, embedder, checks, Parquet), not a model. Filters are opened up (
 fact and answer checks off) so that every row goes through fusion and the judge, the
 worst case; generations are short (rewrite 16, fusion 8, judge 4 tokens).
 
+--fast-models swaps in cheaper models for the same pipeline, to reach 100k rows on a small
+machine: the tiny Llama gets a 512-token byte-level BPE vocabulary trained on the synthetic
+rows (SmolLM2's chat template and special tokens kept), so the NLL pass and each decoding
+step no longer compute 49,152 logits per token, and the filter's embedder is a random
+1-layer BERT (hidden 32) with all-MiniLM's tokenizer. Memory that grows with the input
+does not depend on the models; only the constant part (weights) shrinks.
+
     python benchmarks/build_scale.py --rows 1000,10000 --workers 1,2 --out /tmp/build_scale.json
     python benchmarks/build_scale.py --load-only --rows 1000,10000,100000 --out /tmp/load_scale.json
+    python benchmarks/build_scale.py --fast-models --rows 1000,100000 --workers 2 --out /tmp/rss_scale.json
 """
 
 from __future__ import annotations
@@ -47,7 +55,46 @@ def write_input(path: Path, rows: int) -> None:
             handle.write(json.dumps({"question": question, "answer": answer}) + "\n")
 
 
-def pipeline(data: Path, out: Path, model: Path, shard_size: int, batch: int) -> dict[str, Any]:
+def make_fast_models(work: Path, smollm2: Path, embedder: Path) -> tuple[Path, Path]:
+    """(model, embedder) folders: a tiny Llama with a 512-token vocabulary, a tiny BERT."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as st_models
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from tests.tiny_llama import make_tiny_llama
+
+    model, tiny_embedder = work / "fast-llama", work / "fast-embedder"
+    if not (model / "config.json").exists():
+        base = AutoTokenizer.from_pretrained(smollm2)
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        bpe.decoder = decoders.ByteLevel()
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        texts = [f"What is the defining property of {s} number {i}? The {s} is defined by property {i}; it matters."
+                 for i in range(200) for s in SUBJECTS]
+        bpe.train_from_iterator(texts, trainers.BpeTrainer(
+            vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        fast = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                       pad_token="<|im_end|>")
+        fast.chat_template = base.chat_template
+        vocab_dir = work / "fast-tokenizer"
+        fast.save_pretrained(vocab_dir)
+        make_tiny_llama(model, vocab_dir, seed=0)
+    if not (tiny_embedder / "modules.json").exists():
+        bert = work / "fast-bert"
+        tok = AutoTokenizer.from_pretrained(embedder)
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=512)).save_pretrained(bert)
+        tok.save_pretrained(bert)
+        word = st_models.Transformer(str(bert), max_seq_length=256)
+        SentenceTransformer(modules=[word, st_models.Pooling(32, "mean")]).save(str(tiny_embedder))
+    return model, tiny_embedder
+
+
+def pipeline(data: Path, out: Path, model: Path, shard_size: int, batch: int, embedder: Path | None = None) -> dict[str, Any]:
     return {
         "name": "scale",
         "input": {"path": str(data), "domain": "bench"},
@@ -58,6 +105,7 @@ def pipeline(data: Path, out: Path, model: Path, shard_size: int, batch: int) ->
         "filter": {
             "tau": -1.0, "check_facts": False, "check_answer": False, "reject_truncated": False,
             "copy_threshold": 100, "repetition_threshold": 1.0,
+            **({"embedder": str(embedder)} if embedder else {}),
         },
         "fusion": {"rounds": 1, "sampling": {"max_new_tokens": 8}, "judge_sampling": {"max_new_tokens": 4}},
     }
@@ -143,6 +191,8 @@ def main() -> None:
         help="measure only reading + validating + length-checking the input (no model calls)",
     )
     parser.add_argument("--whole", action="store_true", help="with --load-only: read the input whole (before streaming)")
+    parser.add_argument("--fast-models", action="store_true",
+                        help="a 512-token-vocabulary tiny Llama and a tiny BERT embedder (see above)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     parser.add_argument("--out", default="benchmarks/build_scale.json")
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
@@ -160,7 +210,8 @@ def main() -> None:
 
     report = {
         "settings": {k: v for k, v in vars(args).items() if not k.startswith("child")},
-        "engine": "transformers (tiny random-weight Llama, 2 layers, hidden 32)",
+        "engine": "transformers (tiny random-weight Llama, 2 layers, hidden 32"
+        + (", 512-token vocabulary; tiny random BERT embedder)" if args.fast_models else ")"),
         "note": "wall_s includes time the process was paused or starved by other jobs; cpu_s does not",
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
@@ -179,7 +230,11 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, A
     work = Path(args.work or tempfile.mkdtemp(prefix="build_scale-"))
     work.mkdir(parents=True, exist_ok=True)
     model = work / "tiny-llama"
-    if not (model / "config.json").exists():
+    embedder: Path | None = None
+    if args.fast_models:
+        model, embedder = make_fast_models(work, resolve_model("smollm2-135m-instruct").path,
+                                           resolve_model("all-minilm-l6-v2").path)
+    elif not (model / "config.json").exists():
         make_tiny_llama(model, resolve_model("smollm2-135m-instruct").path, seed=0)
     table, raw = [], {}
     for rows in [int(r) for r in args.rows.split(",")]:
@@ -188,7 +243,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, A
         for workers in [1] if args.load_only else [int(w) for w in args.workers.split(",")]:
             name = f"{rows}-load" if args.load_only else f"{rows}x{workers}"
             config = work / f"{name}.json"
-            config.write_text(json.dumps(pipeline(data, work / f"out-{name}", model, args.shard_size, args.batch)))
+            config.write_text(json.dumps(pipeline(data, work / f"out-{name}", model, args.shard_size, args.batch, embedder)))
             if args.load_only:
                 result = run_build(config, 1, args.threads, load=True)
             else:
