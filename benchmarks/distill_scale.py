@@ -247,6 +247,10 @@ def run_case(
         args.tokenizer,
         "--stub-rollout" if args.stub_rollout else "--no-stub-rollout",
     ]
+    if args.tf32:
+        cmd += ["--tf32", args.tf32]
+    if args.logit_chunk:
+        cmd += ["--logit-chunk", str(args.logit_chunk)]
     started = time.perf_counter()
     code, seen, killed, stderr = run_capped(cmd, args.cap_gb * 1024)
     wall = time.perf_counter() - started
@@ -263,6 +267,8 @@ def run_case(
         "stub_rollout": args.stub_rollout,
         "watchdog_max_rss_mb": seen,
         "cap_gb": args.cap_gb,
+        "tf32": args.tf32,  # None: torch's default (off)
+        "logit_chunk": args.logit_chunk,  # None: loss.logit_chunk_size's default (64)
     }
     if killed:
         case["status"] = f"OOM at cap {args.cap_gb:g} GB"
@@ -293,7 +299,7 @@ def measure(args: argparse.Namespace) -> None:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             body = r.get("body") or f"hidden {r['hidden']}, {r['layers']} layers"
-            done.add((body, r["vocab"], r["batch"], r["length"], r["variant"]))
+            done.add((body, r["vocab"], r["batch"], r["length"], r["variant"], r.get("tf32"), r.get("logit_chunk")))
     models = Path(args.models or tempfile.gettempdir()) / "distill-scale-models"
     variants = args.variants.split(",")
     for vocab, batch, length in parse_cases(args.cases):
@@ -308,7 +314,7 @@ def measure(args: argparse.Namespace) -> None:
         )
         body = args.body or f"hidden {args.hidden}, {args.layers} layers"
         for variant in variants:
-            if (body, vocab, batch, length, variant) in done:
+            if (body, vocab, batch, length, variant, args.tf32, args.logit_chunk) in done:
                 continue
             case = run_case(args, model, vocab, batch, length, variant)
             print(
@@ -477,6 +483,8 @@ def main() -> None:
         default=True,
         help="z = random ids of --length tokens instead of HF generate (see stub_rollouts)",
     )
+    parser.add_argument("--tf32", choices=["on", "off"], help="raft_distill variants: train.tf32 (default: unset)")
+    parser.add_argument("--logit-chunk", type=int, help="raft_distill variants: loss.logit_chunk_size (default 64)")
     parser.add_argument("--report", help="folder: write the table (stdout) and the plots")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)

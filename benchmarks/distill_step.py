@@ -138,8 +138,13 @@ def base_config(
         "model": {"student": model},
         "teacher": teacher,
         "rollout": {"max_new_tokens": args.new_tokens, "temperature": 1.0, "engine": engine},
-        "loss": {"mode": "raft", "top_k": args.top_k, "temperature": args.temperature},
+        "loss": {
+            "mode": "raft", "top_k": args.top_k, "temperature": args.temperature,
+            # benchmarks/distill_scale.py --logit-chunk / --tf32 (the head's GPU settings)
+            **({"logit_chunk_size": args.logit_chunk} if getattr(args, "logit_chunk", None) else {}),
+        },
         "train": {
+            **({"tf32": args.tf32 == "on"} if getattr(args, "tf32", None) else {}),
             "batch_size": args.batch,
             "max_steps": args.steps + 1,
             "lr": 5e-6,

@@ -195,6 +195,11 @@ class TrainConfig(_Strict):
     lr_scheduler: str = Field(default="linear", description="a transformers get_scheduler name")
     warmup_steps: int = Field(default=0, ge=0, description="optimizer steps of linear warm-up")
     bf16: bool = Field(default=True, description="bf16 autocast where the device supports it")
+    tf32: bool | None = Field(
+        default=None,
+        description="CUDA: float32 matmuls (the loss's lm_head chunks) as TF32 on tensor cores; "
+        "null = torch's default (off); as transformers' TrainingArguments.tf32",
+    )
     gradient_checkpointing: bool = Field(
         default=False, description="recompute activations in backward: less memory, more compute"
     )

@@ -55,6 +55,20 @@ class StudentScorer(nn.Module):
         raise ValueError(f"unknown kind {kind!r}")
 
 
+def apply_tf32(setting: bool | None, device: torch.device) -> bool:
+    """`train.tf32`, as transformers' `TrainingArguments.tf32`: on CUDA, True / False set
+    torch's TF32 flags for matmuls and cuDNN; None leaves torch's own (matmuls: off). The
+    lm_head chunks of the loss (teacher top-K, SFT cross-entropy, K-gathered student logits)
+    run in float32 with autocast off, so TF32 is what lets them use tensor cores. Returns
+    whether float32 matmuls now run as TF32; nothing changes on CPU."""
+    if device.type != "cuda":
+        return False
+    if setting is not None:
+        torch.backends.cuda.matmul.allow_tf32 = setting
+        torch.backends.cudnn.allow_tf32 = setting
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
 def autocast_supported(device: torch.device) -> bool:
     """bf16 autocast runs on every CPU (fast with AVX-512 BF16/AMX) and on bf16-capable GPUs."""
     if device.type == "cuda":

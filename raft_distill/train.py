@@ -57,7 +57,7 @@ from raft_distill.errors import DistillError
 from raft_distill.head import check_head
 from raft_distill.log import run_log
 from raft_distill.loss import kl_sequence_sum, topk_forward_kl, topk_mass
-from raft_distill.student import StudentScorer, autocast_supported
+from raft_distill.student import StudentScorer, apply_tf32, autocast_supported
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,9 @@ class Trainer:
             )
         else:
             log.info("precision: %s", "bf16 autocast" if self.bf16 else "float32 (train.bf16 off)")
+        self.tf32 = apply_tf32(t.tf32, self.device)
+        if self.device.type == "cuda":
+            log.info("float32 matmuls (the loss's lm_head chunks): %s", "TF32" if self.tf32 else "full float32 (train.tf32)")
 
     def _plan_batches(self) -> None:
         t = self.cfg.train
@@ -1068,6 +1071,7 @@ class Trainer:
             "rollout_engine": self.cfg.rollout.engine if self.cfg.loss.mode != "sft" else None,
             "distributed": "FSDP" if self.cfg.train.fsdp else str(distributed),
             "bf16": self.bf16,
+            "tf32": self.tf32,
             "final_loss_sft": last.get("loss_sft"),
             "final_loss_kl": last.get("loss_kl"),
             "final_lambda": last.get("lambda"),

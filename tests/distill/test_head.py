@@ -139,3 +139,24 @@ def test_an_unknown_head_is_refused_naming_the_attribute():
         check_head(model, "tiny")
     h = backbone(model)(input_ids=torch.tensor([[3, 4]])).last_hidden_state
     assert head_logits(model, h).shape == (1, 2, VOCAB)
+
+
+def test_tf32_setting_is_applied_only_on_cuda_and_only_when_set() -> None:
+    """train.tf32 (as transformers' TrainingArguments.tf32): True/False set torch's TF32
+    matmul flags on CUDA (the fp32 lm_head chunks run on tensor cores); None leaves torch's
+    own setting; on CPU nothing is touched."""
+    from raft_distill.student import apply_tf32
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
+        assert apply_tf32(None, torch.device("cuda")) is False  # torch's own: off for matmuls
+        assert torch.backends.cudnn.allow_tf32
+        assert apply_tf32(True, torch.device("cpu")) is False and not torch.backends.cuda.matmul.allow_tf32
+        assert apply_tf32(True, torch.device("cuda")) is True
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert apply_tf32(False, torch.device("cuda")) is False
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
