@@ -196,10 +196,11 @@ def compare(
 
 def format_p(comparison: dict[str, Any]) -> str:
     """The test's p for a report: a bootstrap p of 0 means no resample crossed 0, so it
-    prints as "< 2/n_boot" (the test's resolution), not as 0."""
+    prints as "< 2/n_boot" (the test's resolution), not as 0. Reports written before
+    `p_resolution` was recorded used N_BOOT resamples."""
     p = float(comparison["p"])
-    resolution = comparison.get("p_resolution")
-    if p == 0.0 and comparison.get("test") == "paired bootstrap" and resolution:
+    resolution = comparison.get("p_resolution", 2 / N_BOOT)
+    if p == 0.0 and comparison.get("test") == "paired bootstrap":
         return f"< {resolution:.2g}"
     return f"{p:.3g}"
 

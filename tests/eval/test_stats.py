@@ -120,5 +120,7 @@ def test_bootstrap_p_of_zero_is_reported_as_a_bound() -> None:
     assert c["p_resolution"] == pytest.approx(0.001)
     assert format_p(c) == "< 0.001"
     assert "p < 0.001" in describe("B", "A", "score", c)
+    older = {k: v for k, v in c.items() if k != "p_resolution"}  # a report.json from before
+    assert format_p(older) == "< 0.001"
     mixed = compare([0.0, 1.0, 0.5, 0.0, 1.0], [1.0, 0.0, 0.5, 1.0, 0.0], n_boot=2000)
     assert format_p(mixed) == f"{mixed['p']:.3g}"
