@@ -82,7 +82,33 @@ def item_markdown(report: dict[str, Any], titles: dict[str, str]) -> list[str]:
                 f"{c['test']} | {format_p(c)} | {'yes' if c['significant'] else 'no'} |"
             )
             sentences.append(f"- {describe(arm, 'sft_raw', titles[metric], c)}")
-    return lines + [""] + sentences
+    return lines + [""] + sentences + _pairs_markdown(items.get("pairs") or [], metrics, titles)
+
+
+def _pairs_markdown(pairs: list[dict[str, Any]], metrics: list[str], titles: dict[str, str]) -> list[str]:
+    """Each ablation against the arm it varies (table.ABLATION_PAIRS), paired per item."""
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "## Ablations: each arm vs the arm it varies, per item (points)",
+        "",
+        "| arm | reference | question | metric | arm - reference [95% CI] | test | p | significant |",
+        "|---|---|---|---|---:|---|---:|---|",
+    ]
+    for pair in pairs:
+        for metric in metrics:
+            c = pair["metrics"].get(metric)
+            if c is None:
+                continue
+            d = c["diff"]
+            lines.append(
+                f"| {pair['arm']} | {pair['reference']} | {pair['question']} | {titles[metric]} | "
+                f"{fmt_pct(d['estimate'], signed=True)} [{fmt_pct(d['low'], signed=True)}, "
+                f"{fmt_pct(d['high'], signed=True)}] | {c['test']} | {format_p(c)} | "
+                f"{'yes' if c['significant'] else 'no'} |"
+            )
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -146,14 +146,36 @@ def _seed_mean(vectors: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     return {"ids": vectors[0]["ids"], "values": values, "weights": vectors[0]["weights"]}
 
 
+# Each ablation against the arm it changes one thing of: (arm, reference, the question).
+ABLATION_PAIRS: list[tuple[str, str, str]] = [
+    ("raft_ema", "sft_fused", "does the KL term add to SFT on the same fused targets?"),
+    ("on_policy", "raft_ema", "on-policy distillation (KL only, teacher without y^) vs RAFT"),
+    ("raft_fixed_0.1", "raft_ema", "fixed lambda 0.1 vs the EMA balance"),
+    ("raft_fixed_1.0", "raft_ema", "fixed lambda 1.0 vs the EMA balance"),
+    ("raft_ema_plain", "raft_ema", "teacher format: the paper's plain layout vs the chat one"),
+]
+
+
+def _paired(ref: Mapping[str, Any], arm: Mapping[str, Any], n_boot: int) -> dict[str, Any]:
+    """arm - ref per metric, on the items both were scored on (same ids only)."""
+    out = {}
+    for metric, v in arm.items():
+        r = ref.get(metric)
+        if r is not None and r["ids"] == v["ids"]:
+            out[metric] = compare(r["values"], v["values"], r["weights"], n_boot=n_boot)
+    return out
+
+
 def item_table(
     items: Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]],
     sft_arm: str = "sft_raw",
     n_boot: int = 2000,
 ) -> dict[str, Any]:
     """`items[arm][seed][metric]` = item_vectors(...)[metric]. Returns
-    {"intervals": {arm: {metric: interval}}, "vs_sft": {arm: {metric: comparison}}},
-    intervals and comparisons as `stats` dicts (fractions)."""
+    {"intervals": {arm: {metric: interval}}, "vs_sft": {arm: {metric: comparison}},
+    "pairs": [{arm, reference, question, metrics: {metric: comparison}}]} (the
+    ABLATION_PAIRS whose two arms ran), intervals and comparisons as `stats` dicts
+    (fractions)."""
     means: dict[str, dict[str, dict[str, Any]]] = {}
     for arm, per_seed in items.items():
         means[arm] = {}
@@ -172,13 +194,11 @@ def item_table(
     sft = means.get(sft_arm, {})
     vs_sft: dict[str, dict[str, Any]] = {}
     for arm, per_metric in means.items():
-        if arm == sft_arm:
-            continue
-        for metric, v in per_metric.items():
-            ref = sft.get(metric)
-            if ref is None or ref["ids"] != v["ids"]:
-                continue
-            vs_sft.setdefault(arm, {})[metric] = compare(
-                ref["values"], v["values"], ref["weights"], n_boot=n_boot
-            )
-    return {"intervals": intervals, "vs_sft": vs_sft}
+        if arm != sft_arm and (paired := _paired(sft, per_metric, n_boot)):
+            vs_sft[arm] = paired
+    pairs = [
+        {"arm": arm, "reference": ref, "question": question, "metrics": paired}
+        for arm, ref, question in ABLATION_PAIRS
+        if arm in means and ref in means and (paired := _paired(means[ref], means[arm], n_boot))
+    ]
+    return {"intervals": intervals, "vs_sft": vs_sft, "pairs": pairs}

@@ -190,3 +190,35 @@ def test_item_vectors_read_the_report_columns():
     }
     vectors = item_vectors(result, "instruction_level_strict")
     assert vectors == {"ifeval": {"ids": ["1"], "values": [0.5], "weights": [2]}}
+
+
+def test_item_table_pairs_the_ablations_with_their_reference_arm():
+    """Beyond each arm vs SFT, the ablations are compared with the arm they ablate, item by
+    item (e.g. the plain teacher format with raft_ema), when both arms ran."""
+    chat = [1] * 50 + [0] * 50
+    plain = [1] * 30 + [0] * 70
+    items = {
+        "sft_raw": {0: {"general_mc": _vec([1] * 40 + [0] * 60)}},
+        "sft_fused": {0: {"general_mc": _vec([1] * 45 + [0] * 55)}},
+        "raft_ema": {0: {"general_mc": _vec(chat)}},
+        "raft_ema_plain": {0: {"general_mc": _vec(plain)}},
+    }
+    table = item_table(items, n_boot=300)
+    pairs = {(p["arm"], p["reference"]): p for p in table["pairs"]}
+    assert set(pairs) == {("raft_ema", "sft_fused"), ("raft_ema_plain", "raft_ema")}  # on_policy etc. did not run
+    plain_vs_chat = pairs[("raft_ema_plain", "raft_ema")]
+    assert plain_vs_chat["question"] and plain_vs_chat["metrics"]["general_mc"]["diff"]["estimate"] == pytest.approx(-0.20)
+    assert plain_vs_chat["metrics"]["general_mc"]["significant"]
+    from raft_distill.replicate.report import markdown
+
+    scores = {"sft_raw": {0: {"general_mc": 0.40}}, "raft_ema": {0: {"general_mc": 0.5}}}
+    report = {
+        "ifeval_metric": "prompt_level_strict", "recovered_metric": "general_mc",
+        "arms": arm_table(scores, recovered_metric="general_mc"),
+        "fit_config": "f.yaml", "fit_overrides": {}, "eval_config": "e.yaml",
+        "eval_overrides": {}, "runs": [], "notes": [], "command": "c", "item_stats": table,
+        "seeds": [0], "all_seeds_arms": [], "arms_requested": ["sft_raw"], "arm_data": {},
+        "plot": "report.png",
+    }
+    md = markdown(report)
+    assert "## Ablations" in md and "| raft_ema_plain | raft_ema |" in md
