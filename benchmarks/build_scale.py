@@ -158,7 +158,7 @@ def load_only(cfg: Any, child_out: str) -> None:
 
 def run_build(config: Path, workers: int, threads: int, load: bool = False) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    procs, outs = [], []
+    procs, outs, logs = [], [], []
     started = time.perf_counter()
     for i in range(workers):
         out = Path(tempfile.mkstemp(suffix=".json")[1])
@@ -167,12 +167,20 @@ def run_build(config: Path, workers: int, threads: int, load: bool = False) -> d
             cmd += ["--child-worker", "load"]
         elif workers > 1:
             cmd += ["--child-worker", f"{i}/{workers}"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        # stderr to a file, not a pipe: a worker whose pipe nobody reads (the parent waits on
+        # another) blocks once ~64 KB of progress bars fill it, serialising the workers
+        log_file = tempfile.TemporaryFile(mode="w+")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True))
         outs.append(out)
-    errors = [p.communicate()[1] for p in procs]
+        logs.append(log_file)
+    for proc in procs:
+        proc.wait()
     wall = time.perf_counter() - started
     reports = []
-    for proc, out, err in zip(procs, outs, errors, strict=True):
+    for proc, out, log_file in zip(procs, outs, logs, strict=True):
+        log_file.seek(0)
+        err = log_file.read()
+        log_file.close()
         if proc.returncode != 0:
             return {"error": f"exit {proc.returncode}: {err[-2000:]}", "wall_s": wall}
         reports.append(json.loads(out.read_text()))
