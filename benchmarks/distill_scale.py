@@ -23,6 +23,7 @@ table (Markdown) and the plots from it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,34 @@ def stub_rollouts(length: int) -> None:
     DistillationTrainer._generate_single_turn = fake_trl  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def profiled(args: argparse.Namespace) -> Iterator[None]:
+    """--profile DIR: torch.profiler over the variant's steps (warm-up included); writes the
+    ops by self time (the GPU's when there is one) and, for raft_distill, its phases
+    (`raft_distill.<phase>` ranges: rollout, teacher, student, optimizer)."""
+    if not args.profile:
+        yield
+        return
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        yield
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    name = f"{args.variant}-{Path(args.model).name}-b{args.batch}-L{args.length}"  # model: vocab, body
+    if args.logit_chunk:
+        name += f"-chunk{args.logit_chunk}"
+    if args.tf32:
+        name += f"-tf32{args.tf32}"
+    folder = Path(args.profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.txt").write_text(
+        prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=60)
+    )
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -179,7 +209,8 @@ def child(args: argparse.Namespace) -> None:
     args.new_tokens = args.length
     args.target_tokens = args.length
     try:
-        result = distill_step.RUNNERS[args.variant](args, args.model, data, work)
+        with profiled(args):
+            result = distill_step.RUNNERS[args.variant](args, args.model, data, work)
     except (MemoryError, torch.OutOfMemoryError) as err:  # host RAM, or the GPU's
         result = {"error": f"{type(err).__name__}: {str(err)[:300]}", "oom": True}
     except Exception as err:  # noqa: BLE001 - report the failure in the table, not hide it
@@ -251,6 +282,8 @@ def run_case(
         cmd += ["--tf32", args.tf32]
     if args.logit_chunk:
         cmd += ["--logit-chunk", str(args.logit_chunk)]
+    if args.profile:
+        cmd += ["--profile", args.profile]
     started = time.perf_counter()
     code, seen, killed, stderr = run_capped(cmd, args.cap_gb * 1024)
     wall = time.perf_counter() - started
@@ -485,6 +518,9 @@ def main() -> None:
     )
     parser.add_argument("--tf32", choices=["on", "off"], help="raft_distill variants: train.tf32 (default: unset)")
     parser.add_argument("--logit-chunk", type=int, help="raft_distill variants: loss.logit_chunk_size (default 64)")
+    parser.add_argument(
+        "--profile", help="folder: each case's torch.profiler op table (warm-up step included)"
+    )
     parser.add_argument("--report", help="folder: write the table (stdout) and the plots")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)

@@ -6,7 +6,8 @@
 # part 3 (not run yet) = the time gap's likeliest cause: the loss's lm_head chunks run in
 # float32 with autocast off; TF32 (train.tf32) and larger chunks (loss.logit_chunk_size) at
 # the 3B body, 4k + 4k tokens, with naive beside them. Compare time per trained token and,
-# as the accuracy check, each row's raw step losses (loss_sft, loss_kl) with the tf32-off row.
+# as the accuracy check, each row's raw step losses (loss_sft, loss_kl) with the tf32-off row;
+# part 4 = the same case under torch.profiler, raft_distill and naive (ops by GPU self time).
 # GPU peak is torch.cuda.max_memory_allocated; the host-RSS cap only guards the machine.
 #   OUT=results TOK=smollm2-135m-instruct bash benchmarks/distill_scale_gpu.sh 1
 set -u
@@ -24,6 +25,10 @@ if [ "${1:-1}" = 1 ]; then
 elif [ "$1" = 2 ]; then
   "${B[@]}" --out "$OUT/tiny.jsonl" --cases 128256:1:8192,151936:1:4096,128256:1:1024
   "${B[@]}" --out "$OUT/llama3-3b.jsonl" --body llama3-3b --cases 128256:1:4096 --variants naive,trl
+elif [ "$1" = 4 ]; then
+  # the op-level split of the same case (torch.profiler; its timings are not the table's)
+  "${B[@]}" --out "$OUT/head_profile.jsonl" --body llama3-3b --cases 128256:1:4096 \
+    --variants raft_distill,naive --profile "$OUT/profile"
 else
   H=("${B[@]}" --out "$OUT/head.jsonl" --body llama3-3b --cases 128256:1:4096 --steps 2)
   "${H[@]}" --variants naive,raft_distill --tf32 off

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
-from raft_distill.train import fit
+from raft_distill.train import Trainer, fit
 from tests.distill.helpers import run_fit_cli, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,3 +301,18 @@ def test_fresh_run_starts_a_fresh_metrics_file(tmp_path: Path, tiny_model_dir: P
     fit(config_from_dict(raw))
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "stale" not in lines[0]
+
+
+def test_step_phases_are_named_in_a_profile(tiny_model_dir, tiny_dataset, tmp_path):
+    """benchmarks/distill_scale.py --profile splits a step by phase: the trainer marks its
+    rollout, teacher, student and optimizer phases as profiler ranges."""
+    trainer = Trainer(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, tmp_path / "r")))
+    try:
+        trainer.model.train()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            trainer.train_step(0)
+        names = {event.key for event in prof.key_averages()}
+        phases = {f"raft_distill.{p}" for p in ("rollout", "teacher", "student", "optimizer")}
+        assert phases <= names, sorted(n for n in names if n.startswith("raft_distill"))
+    finally:
+        trainer.close()
