@@ -9,6 +9,7 @@ import torch
 
 from raft_distill.balance import combine
 from raft_distill.loss import (
+    LogitPost,
     chunked_ce_sum,
     chunked_topk,
     gathered_logits,
@@ -153,6 +154,46 @@ def test_chunked_ce_matches_full_with_grads():
     assert torch.allclose(gh, hidden.grad, atol=1e-5)
     assert torch.allclose(gw, weight.grad, atol=1e-5)
 
+
+
+def _matmuls(run) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    names = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
+    return sum(e.count for e in prof.key_averages() if e.key in names)
+
+
+def test_chunked_ce_backward_recomputes_nothing():
+    """torch's chunked `F.linear_cross_entropy` makes each chunk's gradients in the forward
+    pass (logits, grad_h, grad_W: 3 matmuls per chunk) and the backward only scales them;
+    the checkpointed form recomputed each chunk's logits in backward and made a full
+    [V, H] weight gradient per chunk (3 more matmuls per chunk)."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(12, 8, generator=g, requires_grad=True)
+    weight = torch.randn(40, 8, generator=g, requires_grad=True)
+    targets = torch.randint(0, 40, (12,), generator=g)
+    out: list[torch.Tensor] = []
+    assert _matmuls(lambda: out.append(chunked_ce_sum(hidden, weight, targets, chunk=4))) == 3 * 3
+    assert _matmuls(lambda: out[0].backward()) == 0
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_chunked_ce_with_scale_and_bias_matches_full(scale):
+    g = torch.Generator().manual_seed(4)
+    hidden = torch.randn(9, 8, generator=g, requires_grad=True)
+    weight = torch.randn(30, 8, generator=g, requires_grad=True)
+    bias = torch.randn(30, generator=g, requires_grad=True)
+    targets = torch.randint(0, 30, (9,), generator=g)
+    got = chunked_ce_sum(hidden, weight, targets, chunk=4, bias=bias, post=LogitPost(scale=scale))
+    got_grads = torch.autograd.grad(got, [hidden, weight, bias])
+    logits = (hidden @ weight.t() + bias) * scale
+    want = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    want_grads = torch.autograd.grad(want, [hidden, weight, bias])
+    assert torch.allclose(got, want, atol=1e-4)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
 
 def _step_loss(splits, u, v_param, mask, targets_logits, targets, tmask, lam):
     """The train loop's normalisation: each micro-batch divides by the step's global counts."""
