@@ -25,8 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import LinearCrossEntropyOptions
 from torch.utils.checkpoint import checkpoint
+
+# torch >= 2.13: the chunked linear + cross-entropy op; an older torch (the one a GPU vLLM
+# pins may be) has none, and `chunked_ce_sum` uses its checkpointed form there
+_LINEAR_CE_OPTIONS: Any = getattr(torch.nn, "LinearCrossEntropyOptions", None)
 
 
 @dataclass(frozen=True)
@@ -124,18 +127,18 @@ def chunked_ce_sum(
 
     torch's own `F.linear_cross_entropy` (torch >= 2.13) with `batch_chunk_size=chunk`: it
     computes each chunk's gradients in the forward pass and accumulates the weight's in
-    place, so the backward recomputes nothing and no [V, H] gradient is made per chunk (one
-    matmul pass in three fewer; 1.5-1.7x faster than the checkpointed form on CPU,
-    docs/benchmarks.md section 7). A logit scale s enters as (s h) . W^T + s b. Soft-capping
-    (Gemma-2/3) is not linear in the logits, so those heads keep the checkpointed form: each
-    chunk's logits recomputed in backward.
+    place, so the backward recomputes nothing and no [V, H] gradient is made per chunk
+    (three matmul passes instead of four; 1.5-1.7x faster than the checkpointed form on
+    CPU, docs/benchmarks.md section 7). A logit scale s enters as (s h) . W^T + s b.
+    Soft-capping (Gemma-2/3) is not linear in the logits, so those heads, and any torch
+    without the op, use the checkpointed form: each chunk's logits recomputed in backward.
     """
     with torch.autocast(device_type=hidden.device.type, enabled=False):
-        if post.softcap is None:
+        if post.softcap is None and _LINEAR_CE_OPTIONS is not None:
             h, b = hidden.float(), None if bias is None else bias.float()
             if post.scale != 1.0:
                 h, b = h * post.scale, None if b is None else b * post.scale
-            options = LinearCrossEntropyOptions(batch_chunk_size=chunk, chunking_method=None)
+            options = _LINEAR_CE_OPTIONS(batch_chunk_size=chunk, chunking_method=None)
             return F.linear_cross_entropy(
                 h, weight.float(), targets, linear_bias=b, reduction="sum", options=options
             )
