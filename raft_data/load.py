@@ -309,19 +309,21 @@ def _iter_parquet(path: Path, start_row: int = 0) -> Iterator[_Row]:
         first += rows
 
 
-def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str]:
+def _rows(cfg: InputConfig, fmt: str) -> tuple[Iterator[_Row], str, Any]:
+    """(the input's rows, its fingerprint, the memory-mapped Arrow table of a `datasets`
+    folder or Hub split, else None)."""
     path = Path(cfg.path)
     if fmt in ("jsonl", "csv", "parquet") and not path.is_file():
         raise RaftDataError(f"input.path '{cfg.path}' does not exist or is not a file")
     if fmt == "jsonl":
-        return _iter_jsonl(path), _file_digest(path)
+        return _iter_jsonl(path), _file_digest(path), None
     if fmt == "csv":
-        return _iter_csv(path), _file_digest(path)
+        return _iter_csv(path), _file_digest(path), None
     if fmt == "parquet":
         _parquet(path)  # a file that is not Parquet fails here, before any row
-        return _iter_parquet(path), _file_digest(path)
+        return _iter_parquet(path), _file_digest(path), None
     table, fingerprint = _table(cfg, fmt)
-    return _iter_table_rows(table), fingerprint
+    return _iter_table_rows(table), fingerprint, table
 
 
 def _table(cfg: InputConfig, fmt: str) -> tuple[Any, str]:
@@ -435,7 +437,7 @@ def _validated(
 
 def load_input(cfg: InputConfig) -> LoadedInput:
     """Read and validate every input row; bad rows are rejected with file, row, field, reason."""
-    rows, fingerprint = _rows(cfg, _detect_format(cfg))
+    rows, fingerprint, _ = _rows(cfg, _detect_format(cfg))
     rejected: list[RejectedRecord] = []
     counts = _Counts()
     records = [record for _, record in _validated(cfg, rows, rejected, counts)]
@@ -636,12 +638,7 @@ def scan_input(cfg: PipelineConfig) -> LoadedInput:
     grow with the input; `LoadedInput.chunk` reads a shard's rows back from there."""
     fmt = _detect_format(cfg.input)
     path = Path(cfg.input.path)
-    table = None
-    if fmt in ("datasets", "hub"):
-        table, fingerprint = _table(cfg.input, fmt)
-        rows: Iterator[_Row] = _iter_table_rows(table)
-    else:
-        rows, fingerprint = _rows(cfg.input, fmt)
+    rows, fingerprint, table = _rows(cfg.input, fmt)
     rejected: list[RejectedRecord] = []
     counts = _Counts()
     fits = _length_check(cfg)
