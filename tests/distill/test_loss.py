@@ -162,7 +162,6 @@ def test_chunked_ce_matches_full_with_grads(torch_op, monkeypatch):
     assert torch.allclose(gw, weight.grad, atol=1e-5)
 
 
-
 def _matmuls(run) -> int:
     from torch.profiler import ProfilerActivity, profile
 
@@ -201,6 +200,7 @@ def test_chunked_ce_with_scale_and_bias_matches_full(scale):
     assert torch.allclose(got, want, atol=1e-4)
     for a, b in zip(got_grads, want_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
 
 def _step_loss(splits, u, v_param, mask, targets_logits, targets, tmask, lam):
     """The train loop's normalisation: each micro-batch divides by the step's global counts."""
