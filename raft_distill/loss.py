@@ -142,8 +142,7 @@ def chunked_ce_sum(
             return F.linear_cross_entropy(
                 h, weight.float(), targets, linear_bias=b, reduction="sum", options=options
             )
-    total = hidden.new_zeros((), dtype=torch.float32)
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk):
             end = start + chunk
             part = checkpoint(
