@@ -214,6 +214,12 @@ class TrainConfig(_Strict):
         "extra); null = full fine-tuning",
     )
     checkpoint_every: int = Field(default=0, ge=0, description="steps; 0 = final checkpoint only")
+    checkpoint_limit: int | None = Field(
+        default=None,
+        gt=0,
+        description="keep only the newest N checkpoints, deleting older ones once a new one is "
+        "complete (as transformers' save_total_limit); null = keep all",
+    )
     eval_every: int = Field(default=0, ge=0, description="steps; 0 = evaluate at the end only")
     output_dir: str = Field(
         default="runs/distill", description="run folder: checkpoints/, final/, metrics.jsonl, summary.json"

@@ -62,7 +62,15 @@ from raft_distill.student import StudentScorer, apply_tf32, autocast_supported
 log = logging.getLogger(__name__)
 
 # Keys that may change on --resume without changing what the run means.
-RESUMABLE_KEYS = {"max_steps", "epochs", "checkpoint_every", "eval_every", "progress", "report_to"}
+RESUMABLE_KEYS = {
+    "max_steps",
+    "epochs",
+    "checkpoint_every",
+    "checkpoint_limit",
+    "eval_every",
+    "progress",
+    "report_to",
+}
 TRACKER_PROJECT = "raft-distill"  # the W&B project; TensorBoard's folder under tensorboard/
 
 
@@ -278,14 +286,42 @@ def _comparable(cfg: FitConfig) -> dict[str, Any]:
     return raw
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint (its trainer_state.json is written last)."""
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The complete checkpoints (their trainer_state.json is written last), oldest first."""
     found = []
     for path in (output_dir / "checkpoints").glob("step-*"):
         m = re.fullmatch(r"step-(\d+)", path.name)
         if m and (path / "trainer_state.json").exists():
             found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint."""
+    found = complete_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(output_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (train.checkpoint_limit); returns
+    the deleted folders. trainer_state.json goes first, so a crash mid-delete leaves a folder
+    that `latest_checkpoint` already ignores."""
+    old = complete_checkpoints(output_dir)[:-keep] if keep > 0 else []
+    for path in old:
+        (path / "trainer_state.json").unlink()
+        shutil.rmtree(path)
+        log.info("checkpoint_limit %d: deleted %s", keep, path)
+    return old
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """final/ shares the last checkpoint's files (a hard link: no second copy of the weights;
+    every save writes new files, never into old ones); a copy where links are not allowed."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
 
 
 class Trainer:
@@ -459,6 +495,43 @@ class Trainer:
         log.debug("AdamW lr %g, %s schedule, %d warmup steps", t.lr, t.lr_scheduler, t.warmup_steps)
         if self.peft is not None:
             self._save_adapters_only()
+        elif not self.cfg.train.fsdp:
+            self._weights_in_model_folder_only()
+
+    def _weights_in_model_folder_only(self) -> None:
+        """Full fine-tuning: a checkpoint's weights live once, in its model/ folder (the HF
+        folder users load); state/ keeps the optimizer, scheduler and RNG. Saving them in
+        state/ too doubled every checkpoint (a 70B model in fp32: 280 GB more each)."""
+
+        def drop_weights(models: Any, weights: list[dict[str, Any]], output_dir: str) -> None:
+            weights.clear()
+
+        def load_from_model_folder(models: list[Any], input_dir: str) -> None:
+            state = Path(input_dir)
+            if list(state.glob("model*.safetensors")) or list(state.glob("pytorch_model*.bin")):
+                return  # a checkpoint from before this layout: accelerate loads state/
+            from accelerate.utils import load_checkpoint_in_model
+            from safetensors import safe_open
+
+            folder = state.parent / "model"
+            lm = self.accelerator.unwrap_model(self.model).lm
+            saved: set[str] = set()
+            for file in folder.glob("*.safetensors"):
+                with safe_open(str(file), framework="pt") as f:
+                    saved.update(f.keys())
+            # a tied head is one parameter under two names: named_parameters() lists it once
+            missing = sorted({n for n, _ in lm.named_parameters()} - saved)
+            if missing:
+                raise DistillError(
+                    f"--resume: {folder} has no weights for {len(missing)} parameter(s) "
+                    f"({', '.join(missing[:3])}); that checkpoint is incomplete or from another "
+                    "model: delete it to resume from the one before"
+                )
+            load_checkpoint_in_model(lm, str(folder), strict=False)
+            models.clear()
+
+        self.accelerator.register_save_state_pre_hook(drop_weights)
+        self.accelerator.register_load_state_pre_hook(load_from_model_folder)
 
     def _save_adapters_only(self) -> None:
         """LoRA: a checkpoint's state/ keeps the trained adapters, not the frozen base
@@ -590,6 +663,8 @@ class Trainer:
                 "skipped_rows": dict(self.data.skipped),
             }
             _atomic_write_text(folder / "trainer_state.json", json.dumps(state, indent=2))
+            if self.cfg.train.checkpoint_limit:
+                prune_checkpoints(self.out, self.cfg.train.checkpoint_limit)
         self.accelerator.wait_for_everyone()
         log.debug("checkpoint %s", folder)
         return folder
@@ -1040,7 +1115,7 @@ class Trainer:
         if main:
             if final.exists():
                 shutil.rmtree(final)
-            shutil.copytree(ckpt / "model", final)
+            shutil.copytree(ckpt / "model", final, copy_function=_link_or_copy)
         self.accelerator.wait_for_everyone()
         summary = self._summary(last, eval_loss, final)
         if main:

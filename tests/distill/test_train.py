@@ -118,6 +118,27 @@ def test_resume_equals_uninterrupted_run(tiny_model_dir, tiny_dataset, tmp_path)
         fit(config_from_dict(changed), resume=True)
 
 
+def test_checkpoints_hold_each_weight_once_and_keep_the_newest(
+    tiny_model_dir, tiny_dataset, tmp_path
+):
+    """Disk: state/ holds no second copy of the weights (model/ has them), final/ links the
+    last checkpoint's files instead of copying them, train.checkpoint_limit prunes the oldest."""
+    out = tmp_path / "run"
+    train = {"max_steps": 3, "checkpoint_every": 1, "checkpoint_limit": 2}
+    fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, out, train=train)))
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-000002", "step-000003"]
+    last = out / "checkpoints" / "step-000003"
+    assert not list((last / "state").glob("*.safetensors")), "weights saved twice"
+    assert (last / "model" / "model.safetensors").exists()
+    final = out / "final" / "model.safetensors"
+    assert final.stat().st_ino == (last / "model" / "model.safetensors").stat().st_ino
+    (last / "model" / "model.safetensors").unlink()  # --resume reads the weights from model/
+    train["max_steps"] = 4
+    with pytest.raises(DistillError, match="no weights for"):
+        fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, out, train=train)), resume=True)
+
+
 @pytest.mark.parametrize("mode", ["raft", "on-policy", "sft"])
 def test_gradient_accumulation_is_invariant(
     tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path, mode
