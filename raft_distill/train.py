@@ -508,7 +508,7 @@ class Trainer:
 
         def load_from_model_folder(models: list[Any], input_dir: str) -> None:
             state = Path(input_dir)
-            if list(state.glob("model*.safetensors")) or list(state.glob("pytorch_model*.bin")):
+            if any(state.glob("model*.safetensors")) or any(state.glob("pytorch_model*.bin")):
                 return  # a checkpoint from before this layout: accelerate loads state/
             from accelerate.utils import load_checkpoint_in_model
             from safetensors import safe_open

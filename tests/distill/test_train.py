@@ -139,6 +139,25 @@ def test_checkpoints_hold_each_weight_once_and_keep_the_newest(
         fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, out, train=train)), resume=True)
 
 
+def test_a_checkpoint_with_weights_in_state_still_resumes(
+    tiny_model_dir, tiny_dataset, tmp_path, monkeypatch
+):
+    """Checkpoints written before model/ became the only copy (weights in state/) resume
+    exactly, from state/: model/'s weights are deleted to prove where they come from."""
+    full = tmp_path / "full"
+    fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, full, train={"max_steps": 3})))
+    part = tmp_path / "part"
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_weights_in_model_folder_only", lambda self: None)  # the old layout
+        fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, part, train={"max_steps": 2})))
+    ckpt = part / "checkpoints" / "step-000002"
+    assert (ckpt / "state" / "model.safetensors").exists()
+    (ckpt / "model" / "model.safetensors").unlink()
+    raw = tiny_config(tiny_model_dir, tiny_dataset, part, train={"max_steps": 3})
+    fit(config_from_dict(raw), resume=True)
+    assert _same_weights(full / "final", part / "final", atol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["raft", "on-policy", "sft"])
 def test_gradient_accumulation_is_invariant(
     tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path, mode
