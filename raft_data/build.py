@@ -345,6 +345,7 @@ def _manifest(
             by_reason=dict(reasons),
             answer_check=dict(Counter(r["answer_check_source"] or "unchecked" for r in rows)),
             omissions_flagged=sum(r["decision"] == "accepted" and bool(r["missing_facts"]) for r in rows),
+            meta_text=sum("meta_text" in r["reason"] for r in rows),
         ),
         timings=timings,
         compatibility_gap=CompatibilityGap(

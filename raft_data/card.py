@@ -117,7 +117,8 @@ Schema `{manifest.schema_name}` version {manifest.schema_version}, config hash
 {reasons}
 
 Answer check (the short answer each final answer must state): {checks}. Accepted rows that
-leave out a gold fact (flagged in `missing_facts`, not fallen back): {c.omissions_flagged}.
+leave out a gold fact (flagged in `missing_facts`, not fallen back): {c.omissions_flagged}. Rows whose rewrite or
+fusion talked about the prompt instead of answering (`meta_text`): {c.meta_text}.
 
 Supervision-compatibility gap (original model's NLL): {gap_line}.
 

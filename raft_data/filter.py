@@ -5,8 +5,10 @@ sentence-embedding model. Checks added by this project, because a cosine stays h
 fact changes but the topic does not (`raft_data/facts.py`): a rewrite that contradicts
 gold (a number, symbol, name or choice letter that neither gold nor the question holds)
 or does not state the row's short answer falls back; a gold fact it merely leaves out is
-recorded, not fatal. A degenerate loop, an echo of the prompt or a rewrite cut off at
-max_new_tokens is not an answer; a near-verbatim copy of gold is kept, as `copy`.
+recorded, not fatal. A degenerate loop, an echo of the prompt, text about the prompt
+(its instructions restated, or talk of the reference/draft answer: `meta_text`,
+`schemas.meta_text`) or a rewrite cut off at max_new_tokens is not an answer; a
+near-verbatim copy of gold is kept, as `copy`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rapidfuzz import fuzz, process, utils
 
 from raft_data.config import FilterConfig
 from raft_data.facts import Answer, contradictions, omissions, states_answer
+from schemas.meta_text import reference_talk
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -89,6 +92,29 @@ def echoed_line(candidate: str, lines: list[str]) -> str | None:
     return None
 
 
+def instruction_sentence(candidate: str, template: str) -> str | None:
+    """A sentence of the candidate (>= 20 characters) that restates the template's own
+    instructions: one that stands, near verbatim, inside the template's fixed text. The
+    template's placeholders are left out, so gold and the question never count."""
+    literal = " ".join("".join(text for text, _, _, _ in string.Formatter().parse(template)).split())
+    for sentence in _SENTENCE.split(candidate):
+        sentence = sentence.strip()
+        if len(sentence) >= 20 and fuzz.partial_ratio(sentence, literal, processor=utils.default_process) >= 92:
+            return sentence
+    return None
+
+
+def meta_text(pair: Pair, template: str | None) -> str | None:
+    """Why the candidate talks about the prompt instead of answering, or None: the prompt's
+    instructions restated, or a reference/draft/given answer named where neither the
+    question nor gold names one (both seen in accepted rows before this check)."""
+    said = instruction_sentence(pair.candidate, template) if template else None
+    if said is not None:
+        return f"instruction {said[:60]!r}"
+    phrase = reference_talk(pair.candidate, allowed=(pair.question, pair.gold))
+    return repr(phrase) if phrase is not None else None
+
+
 def decide(pair: Pair, similarity: float, cfg: FilterConfig, template: str | None = None) -> CheckResult:
     """The verdict for one pair; the first failing check names the reason."""
     gold, candidate = pair.gold, pair.candidate
@@ -99,6 +125,7 @@ def decide(pair: Pair, similarity: float, cfg: FilterConfig, template: str | Non
     wrong = contradictions(gold, pair.question, candidate, cfg.fact_match_threshold) if facts else []
     result = CheckResult(similarity, copy, rep, missing, wrong)
     echo = echoed_line(candidate, template_lines(template)) if template else None
+    meta = meta_text(pair, template) if echo is None else None
     answer = pair.answer if cfg.check_answer else None
     if not candidate.strip():
         result.reason = "empty_rewrite"
@@ -106,6 +133,8 @@ def decide(pair: Pair, similarity: float, cfg: FilterConfig, template: str | Non
         result.reason = "truncated: cut off at max_new_tokens"
     elif echo is not None:
         result.reason = f"prompt_echo: {echo[:60]!r}"
+    elif meta is not None:
+        result.reason = f"meta_text: {meta}"
     elif rep > cfg.repetition_threshold:
         result.reason = f"degenerate_repetition: {rep:.2f} > {cfg.repetition_threshold:.2f}"
     elif wrong:

@@ -16,7 +16,8 @@ def format_summary(manifest: Manifest, folder: Path, done: int, skipped: int) ->
         f"rejected {c.rejected}; over teacher length {c.over_length}",
         "  reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(c.by_reason.items(), key=lambda kv: -kv[1])),
         "  answer check: " + ", ".join(f"{k} {v}" for k, v in sorted(c.answer_check.items()))
-        + f"; accepted rows with an omitted gold fact (flagged): {c.omissions_flagged}",
+        + f"; accepted rows with an omitted gold fact (flagged): {c.omissions_flagged}"
+        + f"; rows with meta text (about the prompt, not an answer): {c.meta_text}",
     ]
     gap = manifest.compatibility_gap
     if gap.gold_nll_mean is not None and gap.final_nll_mean is not None:

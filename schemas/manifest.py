@@ -69,6 +69,9 @@ class Counts(BaseModel):
     answer_check: dict[str, int] = Field(default_factory=dict)
     # accepted rows whose kept rewrite leaves out a gold fact (flagged, not fallen back)
     omissions_flagged: int = 0
+    # rows whose rewrite, or whose every fusion candidate, talked about the prompt instead
+    # of answering (reason meta_text, alone or inside fusion_failed_checks); 1.2
+    meta_text: int = 0
 
 
 class CompatibilityGap(BaseModel):

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ValidationError
 from schemas.errors import SchemaError
 from schemas.records import RefinedRecord, RejectedRecord
 
+# 1.2 added the manifest's counts.meta_text (1.1 manifests read it as 0);
 # 1.1 added RefinedRecord's contradictions, rewrite_finish_reason and answer_check* columns;
 # 1.0 files still read, with those columns at their defaults.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_NAMES: dict[str, type[BaseModel]] = {
     "raft.refined": RefinedRecord,
     "raft.rejected": RejectedRecord,

@@ -213,3 +213,18 @@ def test_changed_input_rebuilds_and_drops_stale_shards(tmp_path: Path, tiny_mode
     assert result.shards_done == 1
     assert [p.name for p in Path(cfg.output.dir).glob("data/*.parquet")] == ["train-00000-of-00001.parquet"]
     assert result.manifest is not None and result.manifest.counts.rows_in == 1
+
+
+def test_manifest_counts_meta_text_rows(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Rows whose rewrite, or every fusion candidate, talked about the prompt are counted."""
+    from raft_data.build import _manifest
+
+    cfg = PipelineConfig.model_validate(config_dict(tmp_path, tiny_model_dir))
+    base = {"over_length": False, "gold_nll": None, "final_nll": None, "answer_check_source": None, "missing_facts": []}
+    rows = [
+        {**base, "decision": "fallback", "reason": "meta_text: 'reference answer'"},
+        {**base, "decision": "accepted", "reason": "fusion_failed_checks: meta_text: instruction 'Merge the two'"},
+        {**base, "decision": "accepted", "reason": "fused: judge mean 0.90"},
+    ]
+    m = _manifest(cfg, "f", 3, rows, 0, {}, [])
+    assert m.counts.meta_text == 2 and m.counts.by_reason["meta_text"] == 1

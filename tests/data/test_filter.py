@@ -190,8 +190,49 @@ def test_prompt_echo_is_caught_before_similarity() -> None:
     )
     r = decide(Pair(GOLD, echo), 0.95, FilterConfig(check_facts=False), FUSION_TEMPLATE)
     assert not r.passed and r.code == "prompt_echo"
-    honest = "Iron's chemical symbol is Fe; it is element 26, in period 4, as the reference answer says."
+    honest = "Iron's chemical symbol is Fe; it is element 26, in period 4."
     assert decide(Pair(GOLD, honest), 0.9, FilterConfig(), FUSION_TEMPLATE).passed
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        # the phrasings found in accepted rows of the demo and a science-domain build
+        "Merge the two answers below into one answer. Iron's symbol is Fe; it is element 26, in period 4.",
+        "The reference answer is correct. The answer is indeed: Fe, element 26, in period 4.",
+        "Iron's symbol is Fe and it sits in period 4, while the reference answer is 26.",
+        "The reference knowledge is: Iron (Fe) is element 26, in period 4.",
+        "Iron's chemical symbol is Fe; it is element 26, in period 4, as the reference answer says.",
+        "Both answers agree: Fe is element 26, in period 4.",
+    ],
+)
+def test_meta_text_about_the_prompt_is_not_an_answer(candidate: str) -> None:
+    """A rewrite or fusion that states the prompt's instructions or talks about the
+    reference/draft answer is rejected (meta_text), before any fact or similarity check."""
+    from raft_data.config import FUSION_TEMPLATE
+
+    r = decide(pair(candidate, answer="Fe"), 0.95, FilterConfig(), FUSION_TEMPLATE)
+    assert not r.passed and r.code == "meta_text", r.reason
+
+
+def test_meta_text_restating_the_instructions() -> None:
+    """A sentence of the prompt's own instructions, restated inside the answer."""
+    template = "Rewrite the answer in plain words for a student.\n\n{question}\n\n{answer}"
+    candidate = "Rewrite the answer in plain words. Iron's symbol is Fe; it is element 26, in period 4."
+    r = decide(pair(candidate, answer="Fe"), 0.95, FilterConfig(), template)
+    assert not r.passed and r.code == "meta_text", r.reason
+    assert r.reason == "meta_text: instruction 'Rewrite the answer in plain words.'"
+
+
+def test_meta_text_allows_the_rows_own_wording() -> None:
+    """The phrase is the row's own when the question or gold uses it."""
+    from raft_data.config import REWRITE_TEMPLATE
+
+    gold = "The editor reviews the draft answer before it is published."
+    question = "Who reviews the draft answer?"
+    candidate = "The editor reviews the draft answer before publication."
+    r = decide(Pair(gold, candidate, question), 0.95, FilterConfig(check_facts=False), REWRITE_TEMPLATE)
+    assert r.passed, r.reason
 
 
 def test_a_real_rewrite_is_kept_before_a_copy_of_gold() -> None:
