@@ -11,7 +11,10 @@ from raft_distill.evaluate.answers import (
     check_span,
     extract_numbers,
     mentioned_letters,
+    named_options,
     normalise_span,
+    parse_options,
+    question_numbers,
     stated_number,
 )
 
@@ -71,6 +74,36 @@ def test_check_number_skips_restated_question_numbers(question, response, expect
     assert check_number(response, expected, question) is ok
 
 
+@pytest.mark.parametrize(
+    "question, response, expected, ok",
+    [
+        # number words of the question are echoes like its digits
+        ("How many grams are in one kilogram?", "1 kilogram = 1000 grams", "1000", True),
+        ("How many grams are in one kilogram?", "1 kilogram = 1000 grams", "1", False),
+        ("How many minutes are in one hour?", "1 hour has 60 minutes.", "60", True),
+        ("How many centimetres are in one metre?", "1 m = 100 cm", "100", True),
+        ("How many eggs are in two dozen?", "2 dozen = 24 eggs", "24", True),
+        ("What is twenty-five plus one?", "25 + 1 = 26", "26", True),
+        # an answer equal to a number of the question is still stated
+        ("How many ones make one?", "1", "1", True),
+        ("What is eleven minus zero?", "11 - 0 = 11", "11", True),
+        # a number word not in the question is no echo
+        ("How many seconds are in one minute?", "60 seconds, so 2 minutes is 120", "60", True),
+        ("How many seconds are in one minute?", "2 minutes = 120 s; 1 minute = 60 s", "60", False),
+    ],
+)
+def test_check_number_skips_question_number_words(question, response, expected, ok):
+    assert check_number(response, expected, question) is ok
+
+
+def test_question_numbers_reads_digits_and_words():
+    assert question_numbers("How many grams are in one kilogram?") == {1.0}
+    assert question_numbers("Two hundred and 7, a dozen, twenty-five") == {
+        2.0, 100.0, 7.0, 12.0, 20.0, 5.0, 25.0
+    }
+    assert question_numbers("Someone, anyone: a stone") == set()  # whole words only
+
+
 def test_stated_number_none_without_digits():
     assert stated_number("no idea") is None
 
@@ -96,6 +129,60 @@ def test_stated_number_none_without_digits():
 )
 def test_check_span(response, expected, ok):
     assert check_span(response, expected) is ok
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        # hedged: the span is one of several alternatives
+        "It could be Paris, London, Berlin or Rome.",
+        "Either Paris or Lyon.",
+        "Paris or Lyon",
+        "The capital is Lyon or Paris.",
+        "London, Paris, or Rome",
+        "Perhaps Lyon, Paris, Marseille.",
+        "It might be Paris, Lyon, Nice.",
+        "It may be Lyon, Paris.",
+        # negated
+        "The capital of France is not Paris; it is Lyon.",
+        "It isn't Paris.",
+        "It isn\u2019t Paris.",
+        "The capital is never Paris.",
+        "Paris is wrong; the answer is Lyon.",
+        "Paris is incorrect.",
+        "Paris is not correct.",
+        # one hedged or negated occurrence is enough
+        "Paris. Or rather, not Paris but Lyon.",
+    ],
+)
+def test_check_span_rejects_hedged_and_negated_spans(response):
+    assert check_span(response, "Paris") is False
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("The capital of France is Paris.", "Paris"),
+        ("Paris, the capital of France, is on the Seine.", "Paris"),
+        ("Paris is the capital and largest city of France.", "Paris"),
+        ("The capital of France is Paris, France.", "Paris"),
+        ("It could be Paris.", "Paris"),  # one candidate, however tentative
+        ("As you may be aware, Paris is the capital.", "Paris"),
+        ("Perhaps surprisingly, Canberra is the capital of Australia.", "Canberra"),
+        # the negation or alternative belongs to another word
+        ("The capital of France is not Lyon; it is Paris.", "Paris"),
+        ("Paris, not Lyon, is the capital.", "Paris"),
+        ("It is not Lyon but Paris.", "Paris"),
+        ("Not Lyon or Marseille: Paris.", "Paris"),
+        ("Paris is not only the capital but also the largest city.", "Paris"),
+        ("Mount Everest, also known as Sagarmatha or Chomolungma.", "Everest"),
+        ("Plants absorb carbon dioxide, not oxygen.", "carbon dioxide"),
+        ("The Pacific Ocean is larger than the Atlantic and Indian oceans.", "Pacific"),
+        ("Romeo and Juliet was written by William Shakespeare.", "Shakespeare"),
+    ],
+)
+def test_check_span_keeps_plain_answers(response, expected):
+    assert check_span(response, expected) is True
 
 
 def test_normalise_span():
@@ -127,6 +214,48 @@ def test_normalise_span():
 )
 def test_check_choice(response, expected, ok):
     assert check_choice(response, expected) is ok
+
+
+PORTUGAL = "Which of these is the capital of Portugal? (A) Porto (B) Madrid (C) Lisbon (D) Seville"
+MONA_LISA = "Who painted the Mona Lisa? (A) Michelangelo (B) Raphael (C) Rembrandt (D) Leonardo da Vinci"
+MEDMCQA = "Vitamin D toxicity is treated with\nA. Chloroquine\nB. Hydroxychloroquine\nC. Dexamethasone\nD. Ketoconazole"
+
+
+@pytest.mark.parametrize(
+    "question, response, expected, ok",
+    [
+        # an option's text, without its letter, chooses that option
+        (PORTUGAL, "The capital of Portugal is Lisbon.", "C", True),
+        (PORTUGAL, "lisbon", "C", True),
+        (PORTUGAL, "The capital of Portugal is Lisbon.", "A", False),
+        (MONA_LISA, "Leonardo da Vinci painted it.", "D", True),
+        (MONA_LISA, "A: Rembrandt painted it.", "D", False),
+        (MEDMCQA, "Dexamethasone is the treatment.", "C", True),
+        (MEDMCQA, "Hydroxychloroquine", "B", True),  # "chloroquine" inside it is not A
+        (MEDMCQA, "Chloroquine", "A", True),
+        # the letter and the same option's text agree
+        (PORTUGAL, "C) Lisbon", "C", True),
+        (MEDMCQA, "C. Dexamethasone", "C", True),
+        # several options, or a letter and another option's text: wrong
+        (PORTUGAL, "Lisbon or Porto.", "C", False),
+        (PORTUGAL, "It is Lisbon, not Porto.", "C", False),
+        (PORTUGAL, "C. Porto", "C", False),
+        (PORTUGAL, "(A) Porto (B) Madrid (C) Lisbon (D) Seville", "C", False),
+        # no option named at all
+        (PORTUGAL, "The capital is a port city.", "C", False),
+        (PORTUGAL, "Lisboa", "C", False),
+    ],
+)
+def test_check_choice_by_option_text(question, response, expected, ok):
+    assert check_choice(response, expected, question) is ok
+    assert check_answer("choice", response, expected, question) is ok
+
+
+def test_parse_options_inline_and_lines():
+    assert parse_options(PORTUGAL) == {"A": "Porto", "B": "Madrid", "C": "Lisbon", "D": "Seville"}
+    assert parse_options(MEDMCQA)["B"] == "Hydroxychloroquine"
+    assert parse_options("What is 7 + 5?") == {}
+    assert named_options("Lisbon, not Madrid", parse_options(PORTUGAL)) == {"B", "C"}
 
 
 def test_mentioned_letters():
