@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from raft_data.cli import main
 from raft_data.inspect_view import histogram, inspect_dataset, side_by_side
-from schemas import SchemaError
+from schemas import SCHEMA_VERSION, SchemaError
 from schemas.hub_dataset import looks_like_repo_id, resolve_dataset
 from tests.data.hub_stub import StubHub, make_built_folder
 
@@ -29,7 +29,7 @@ def built(tmp_path: Path) -> Path:
 
 def test_summary_has_counts_reasons_scores_and_rows_side_by_side(built: Path) -> None:
     text = inspect_dataset(built, rows=2, width=100)
-    assert "stub-chem: schema raft.refined 1.1, config c0ffee1234567890" in text
+    assert f"stub-chem: schema raft.refined {SCHEMA_VERSION}, config c0ffee1234567890" in text
     assert "rows in 6: accepted 3, fallback 2, rejected 1; over teacher length 1" in text
     lines = text.splitlines()
     # decisions table: counts and shares
