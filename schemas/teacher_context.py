@@ -35,6 +35,17 @@ TEACHER_TEMPLATE = (
 )
 """The paper's teacher template; `{reference}` is y^, `{question}` is x; z follows."""
 
+GUARDED_TEACHER_TEMPLATE = (
+    "Background reference knowledge: {reference}\n"
+    "Answer the question based on the reference knowledge: {question}\n"
+    "After understanding the reference knowledge, answer in your own words, as if you had "
+    "not been shown it: do not mention, quote or copy it.\n"
+    "Answer:"
+)
+"""The paper's template plus an instruction not to talk about the reference (as OPSD's
+teacher prompt asks for "your own approach", arXiv 2601.18734): a RAFT student otherwise
+learns the teacher's pull toward "The reference knowledge is: ..." (benchmarks/teacher_leak.py)."""
+
 TeacherFormat = Literal["chat", "plain"]
 TEACHER_FORMATS: tuple[TeacherFormat, ...] = ("chat", "plain")
 
