@@ -151,7 +151,7 @@ def test_two_level_bootstrap_holds_its_level_where_the_item_test_does_not() -> N
     difficulties logit ~ N(0, 1.5), 3 seeds per arm, each seed offset on the logit by
     N(0, 0.3), the spread seen between SFT seeds). Every "significant" difference is a false
     positive. The item-only test on seed-averaged items (the old report) treats the trained
-    models as fixed and flags ~38% here; the two-level bootstrap stays near 5% (<= 8%)."""
+    models as fixed and flags ~40% here; the two-level bootstrap stays near 5% (<= 8%)."""
     rng = np.random.default_rng(2024)
     old = new = 0
     for trial in range(200):
