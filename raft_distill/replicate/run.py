@@ -29,7 +29,7 @@ from raft_distill.evaluate.config import SUITES, EvalConfig, ModelEntry
 from raft_distill.evaluate.config import config_from_dict as eval_config_from_dict
 from raft_distill.replicate.config import ARMS, PRUNE_ARMS, ReplicateConfig, set_dotted
 from raft_distill.replicate.report import markdown, plot
-from raft_distill.replicate.table import METRICS, arm_table, item_table, item_vectors
+from raft_distill.replicate.table import arm_table, item_table, item_vectors, result_scores
 from schemas.config_files import read_config_mapping
 
 Log = Callable[[str], None]
@@ -234,15 +234,7 @@ def run_eval(
 
 
 def _scores(result: dict[str, Any], ifeval_metric: str) -> dict[str, float]:
-    suites = result["suites"]
-    keys = {
-        "domain": "accuracy",
-        "domain_mc": "accuracy",
-        "general": "accuracy",
-        "ifeval": ifeval_metric,
-        "general_mc": "accuracy",
-    }
-    return {m: float(suites[m]["metrics"][keys[m]]) for m in METRICS if m in suites}
+    return result_scores(result, ifeval_metric)
 
 
 def _last_metrics(run_dir: Path) -> dict[str, Any]:

@@ -6,11 +6,20 @@ Scores are fractions in [0, 1] as `raft-distill eval` writes them; the tables sh
 - fraction of SFT's general-score loss recovered: (method - SFT) / (Base - SFT).
 A zero denominator gives None, shown as "n/a".
 
-Item-level uncertainty (`item_vectors`, `item_table`): per arm, each item's score averaged
-over the arm's seeds; a 95% bootstrap interval over items; every arm minus SFT paired per
-item (`raft_distill.evaluate.stats.compare`: McNemar mid-p when both sides are single 0/1
-vectors, else the paired bootstrap's p). Seed-averaging keeps the pairing by item; the
-seed spread itself is in the std/min-max columns.
+Columns (`COLUMNS`: report column -> (suite, metric key)); each is read only when the eval
+results carry it. `domain_nll` (per-token NLL of held-out gold answers, nats) is the one
+column where LOWER is better (`LOWER_IS_BETTER`); every direction-aware computation here
+(Pareto front, domain learning) respects it. Diagnostics beside the columns: the share of
+responses that talk about a reference (`leak_<suite>`) and IFEval's share cut at
+max_new_tokens (`ifeval_cut_share`).
+
+Item-level uncertainty (`item_vectors`, `item_table`): every arm vs SFT and every ablation
+pair by the two-level bootstrap (`stats.two_level_bootstrap`: seeds within each arm, then
+items, paired), so seed-to-seed variation counts; a comparison with one seed on either side
+is "one seed: suggestive", never significant; Holm-adjusted p over all of a report's
+comparisons, and "significant" only from the adjusted p < 0.05 with both arms >= 2 seeds.
+Also per arm vs Base: items flipped 1 -> 0 and 0 -> 1 (sample-wise forgetting), and the
+leak counts.
 """
 
 from __future__ import annotations
@@ -20,9 +29,50 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raft_distill.evaluate.stats import bootstrap_ci, compare
+from raft_distill.evaluate.stats import ALPHA, holm, two_level_bootstrap, two_level_ci
 
-METRICS = ("domain", "domain_mc", "general", "ifeval", "general_mc")
+# report column -> (eval suite, metric key); "ifeval"'s key is the config's ifeval_metric.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "domain": ("domain", "accuracy"),
+    "domain_mc": ("domain_mc", "accuracy"),
+    "general": ("general", "accuracy"),
+    "ifeval": ("ifeval", "prompt_level_strict"),
+    "general_mc": ("general_mc", "accuracy"),
+    "general_mc_no_boolq": ("general_mc", "accuracy_no_boolq"),
+    "seen": ("seen", "accuracy"),
+    "domain_nll": ("domain_nll", "nll"),
+}
+METRICS = tuple(COLUMNS)
+LOWER_IS_BETTER = frozenset({"domain_nll"})
+# generated suites whose responses may talk about a reference (metrics["leak"], item "leak")
+LEAK_SUITES = ("domain", "general", "ifeval", "seen")
+DIAGNOSTICS = tuple(f"leak_{suite}" for suite in LEAK_SUITES) + ("ifeval_cut_share",)
+SUGGESTIVE = "one seed: suggestive"
+TEST_NAME = "two-level bootstrap (seeds, items)"
+
+
+def column_source(metric: str, ifeval_metric: str) -> tuple[str, str]:
+    """(suite, key) of a report column or diagnostic in an eval result."""
+    if metric == "ifeval":
+        return "ifeval", ifeval_metric
+    if metric == "ifeval_cut_share":
+        return "ifeval", "cut_share"
+    if metric.startswith("leak_"):
+        return metric.removeprefix("leak_"), "leak"
+    return COLUMNS[metric]
+
+
+def result_scores(result: Mapping[str, Any], ifeval_metric: str) -> dict[str, float]:
+    """One eval result's report columns and diagnostics (fractions; NLL in nats), each only
+    when the result has it (results from before a suite existed simply lack it)."""
+    suites = result.get("suites", {})
+    out = {}
+    for metric in METRICS + DIAGNOSTICS:
+        suite, key = column_source(metric, ifeval_metric)
+        value = suites.get(suite, {}).get("metrics", {}).get(key)
+        if value is not None:
+            out[metric] = float(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -80,7 +130,7 @@ def arm_table(
     stats: dict[str, dict[str, SeedStats]] = {}
     for arm, per_seed in scores.items():
         stats[arm] = {}
-        for metric in METRICS:
+        for metric in METRICS + DIAGNOSTICS:
             values = [s[metric] for s in per_seed.values() if metric in s]
             if values:
                 stats[arm][metric] = summarize(values)
@@ -90,6 +140,8 @@ def arm_table(
     for arm, per_seed in scores.items():
         rel: dict[str, float | None] = {}
         for metric, st in stats[arm].items():
+            if metric in DIAGNOSTICS:
+                continue
             rel[metric] = relative_change(st.mean, sft[metric].mean) if metric in sft else None
         rec: float | None = None
         m = recovered_metric
@@ -114,36 +166,53 @@ def fmt_pct(value: float | None, signed: bool = False) -> str:
     return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
 
 
-def fmt_stats(st: Mapping[str, Any] | None) -> str:
-    """'12.5 ± 0.7 [12.0-13.0]' in percent; one seed: '12.5'; missing: '-'."""
+def fmt_value(metric: str, value: float | None, signed: bool = False) -> str:
+    """A score or difference for the tables: nats with 3 decimals for NLL columns, else
+    percent with 1 ('+' when signed); None -> 'n/a'."""
+    if value is None or metric not in LOWER_IS_BETTER:
+        return fmt_pct(value, signed)
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def fmt_stats(st: Mapping[str, Any] | None, metric: str = "") -> str:
+    """'12.5 ± 0.7 [12.0-13.0]' in percent (nats for NLL); one seed: '12.5'; missing: '-'."""
     if st is None:
         return "-"
-    text = fmt_pct(st["mean"])
+    text = fmt_value(metric, st["mean"])
     if st["n"] > 1:
-        text += f" ± {100 * st['std']:.1f} [{fmt_pct(st['min'])}-{fmt_pct(st['max'])}]"
+        spread = fmt_value(metric, st["std"])
+        text += f" ± {spread} [{fmt_value(metric, st['min'])}-{fmt_value(metric, st['max'])}]"
     return text
 
 
 def item_vectors(result: Mapping[str, Any], ifeval_metric: str) -> dict[str, dict[str, Any]]:
-    """The per-item scores behind each report column of one eval result (results.json):
-    {metric: {"ids", "values", "weights"}}; columns without per-item scores are left out."""
+    """The per-item scores behind each report column of one eval result (results.json), and
+    the per-item leak flags (`leak_<suite>`): {name: {"ids", "values", "weights"}}; columns
+    without per-item scores (or with values not one per id) are left out."""
     out: dict[str, dict[str, Any]] = {}
-    for metric in METRICS:
-        suite, key = ("ifeval", ifeval_metric) if metric == "ifeval" else (metric, "accuracy")
+    names = METRICS + tuple(f"leak_{suite}" for suite in LEAK_SUITES)
+    for name in names:
+        suite, key = column_source(name, ifeval_metric)
         data = result.get("suites", {}).get(suite, {}).get("item_scores")
-        if data and key in data["scores"]:
-            score = data["scores"][key]
-            out[metric] = {"ids": data["ids"], "values": score["values"], "weights": score["weights"]}
+        if not data or key not in data["scores"]:
+            continue
+        score = data["scores"][key]
+        if len(score["values"]) == len(data["ids"]):
+            out[name] = {"ids": data["ids"], "values": score["values"], "weights": score["weights"]}
     return out
 
 
-def _seed_mean(vectors: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Per-item mean over seeds; None when the seeds were not scored on the same items."""
+def _arm_vectors(per_seed: Mapping[int, Mapping[str, Any]], name: str) -> dict[str, Any] | None:
+    """{"ids", "weights", "seeds": [values per seed]}; None when absent or the seeds were
+    not scored on the same items."""
+    vectors = [v[name] for v in per_seed.values() if name in v]
     if not vectors or any(v["ids"] != vectors[0]["ids"] for v in vectors):
         return None
-    n = len(vectors)
-    values = [math.fsum(col) / n for col in zip(*(v["values"] for v in vectors), strict=True)]
-    return {"ids": vectors[0]["ids"], "values": values, "weights": vectors[0]["weights"]}
+    return {
+        "ids": vectors[0]["ids"],
+        "weights": vectors[0]["weights"],
+        "seeds": [v["values"] for v in vectors],
+    }
 
 
 # Each ablation against the arm it changes one thing of: (arm, reference, the question).
@@ -156,49 +225,136 @@ ABLATION_PAIRS: list[tuple[str, str, str]] = [
 ]
 
 
+def _compare(ref: Mapping[str, Any], arm: Mapping[str, Any], n_boot: int) -> dict[str, Any]:
+    """arm - ref by the two-level bootstrap; significance is set later, over the family."""
+    diff, p = two_level_bootstrap(ref["seeds"], arm["seeds"], ref["weights"], n_boot=n_boot)
+    seeds = [len(ref["seeds"]), len(arm["seeds"])]
+    return {
+        "diff": diff.as_dict(),
+        "test": TEST_NAME,
+        "p": p,
+        "p_bootstrap": p,
+        "p_resolution": 2 / n_boot,
+        "seeds": seeds,
+        "one_seed": min(seeds) < 2,
+        "alpha": ALPHA,
+    }
+
+
 def _paired(ref: Mapping[str, Any], arm: Mapping[str, Any], n_boot: int) -> dict[str, Any]:
-    """arm - ref per metric, on the items both were scored on (same ids only)."""
-    out = {}
-    for metric, v in arm.items():
-        r = ref.get(metric)
-        if r is not None and r["ids"] == v["ids"]:
-            out[metric] = compare(r["values"], v["values"], r["weights"], n_boot=n_boot)
-    return out
+    """arm - ref per report column, on the items both were scored on (same ids only)."""
+    return {
+        metric: _compare(ref[metric], v, n_boot)
+        for metric, v in arm.items()
+        if metric in METRICS and metric in ref and ref[metric]["ids"] == v["ids"]
+    }
+
+
+def adjust_family(comparisons: Sequence[dict[str, Any]], alpha: float = ALPHA) -> None:
+    """Holm-adjust the raw p of every comparison in place (one family: the whole report);
+    significant only with the adjusted p < alpha and >= 2 seeds on both sides."""
+    adjusted = holm([c["p"] for c in comparisons])
+    for c, p_holm in zip(comparisons, adjusted, strict=True):
+        c["p_holm"], c["family_size"] = p_holm, len(comparisons)
+        c["significant"] = bool(not c["one_seed"] and p_holm < alpha)
+        c["verdict"] = SUGGESTIVE if c["one_seed"] else "yes" if c["significant"] else "no"
+
+
+def flips(base: Mapping[str, Any], arm: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Sample-wise forgetting vs Base on a 0/1 column: per seed, items Base got right and
+    the arm wrong (`lost`, 1 -> 0) and the reverse (`gained`), then the means over seeds.
+    Items of weight 0 do not count. None unless both are 0/1 on the same items."""
+    if base["ids"] != arm["ids"]:
+        return None
+    keep = [w is None or w > 0 for w in (base["weights"] or [None] * len(base["ids"]))]
+    ref = base["seeds"][0]
+    if any(v not in (0, 1) for vals in [ref, *arm["seeds"]] for v in vals):
+        return None
+    per_seed = []
+    for vals in arm["seeds"]:
+        pairs = [(r, v) for r, v, k in zip(ref, vals, keep, strict=True) if k]
+        per_seed.append([sum(r > v for r, v in pairs), sum(v > r for r, v in pairs)])
+    n = len(per_seed)
+    return {
+        "lost": sum(p[0] for p in per_seed) / n,
+        "gained": sum(p[1] for p in per_seed) / n,
+        "per_seed": per_seed,
+        "n": sum(keep),
+    }
+
+
+def leak_counts(arm: Mapping[str, Any]) -> dict[str, Any]:
+    """Responses that talk about a reference, pooled over the arm's seeds: count/n, share."""
+    count = sum(float(v) for vals in arm["seeds"] for v in vals)
+    n = sum(len(vals) for vals in arm["seeds"])
+    return {"count": count, "n": n, "share": count / n if n else None, "seeds": len(arm["seeds"])}
+
+
+def _by_arm(
+    items: Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]],
+) -> dict[str, dict[str, Any]]:
+    names = METRICS + tuple(f"leak_{suite}" for suite in LEAK_SUITES)
+    return {
+        arm: {n: v for n in names if (v := _arm_vectors(per_seed, n)) is not None}
+        for arm, per_seed in items.items()
+    }
 
 
 def item_table(
     items: Mapping[str, Mapping[int, Mapping[str, Mapping[str, Any]]]],
     sft_arm: str = "sft_raw",
     n_boot: int = 2000,
+    base_arm: str = "base",
 ) -> dict[str, Any]:
-    """`items[arm][seed][metric]` = item_vectors(...)[metric]. Returns
-    {"intervals": {arm: {metric: interval}}, "vs_sft": {arm: {metric: comparison}},
-    "pairs": [{arm, reference, question, metrics: {metric: comparison}}]} (the
-    ABLATION_PAIRS whose two arms ran), intervals and comparisons as `stats` dicts
-    (fractions)."""
-    means: dict[str, dict[str, dict[str, Any]]] = {}
-    for arm, per_seed in items.items():
-        means[arm] = {}
-        for metric in METRICS:
-            vectors = [v[metric] for v in per_seed.values() if metric in v]
-            mean = _seed_mean(vectors)
-            if mean is not None:
-                means[arm][metric] = {**mean, "seeds": len(vectors)}
+    """`items[arm][seed][name]` = item_vectors(...)[name]. Returns {"intervals": {arm:
+    {metric: interval}}, "vs_sft": {arm: {metric: comparison}}, "pairs": [{arm, reference,
+    question, metrics: {metric: comparison}}] (the ABLATION_PAIRS whose two arms ran),
+    "flips": {arm: {metric: flips}}, "leak": {arm: {suite: counts}}}; fractions (NLL: nats)."""
+    arms = _by_arm(items)
     intervals = {
         arm: {
-            m: {**bootstrap_ci(v["values"], v["weights"], n_boot=n_boot).as_dict(), "seeds": v["seeds"]}
-            for m, v in per_metric.items()
+            m: {
+                **two_level_ci(v["seeds"], v["weights"], n_boot=n_boot).as_dict(),
+                "seeds": len(v["seeds"]),
+            }
+            for m, v in per.items()
+            if m in METRICS
         }
-        for arm, per_metric in means.items()
+        for arm, per in arms.items()
     }
-    sft = means.get(sft_arm, {})
-    vs_sft: dict[str, dict[str, Any]] = {}
-    for arm, per_metric in means.items():
-        if arm != sft_arm and (paired := _paired(sft, per_metric, n_boot)):
-            vs_sft[arm] = paired
-    pairs = [
+    sft = arms.get(sft_arm, {})
+    vs_sft = {
+        arm: paired
+        for arm, per in arms.items()
+        if arm != sft_arm and (paired := _paired(sft, per, n_boot))
+    }
+    pairs: list[dict[str, Any]] = [
         {"arm": arm, "reference": ref, "question": question, "metrics": paired}
         for arm, ref, question in ABLATION_PAIRS
-        if arm in means and ref in means and (paired := _paired(means[ref], means[arm], n_boot))
+        if arm in arms and ref in arms and (paired := _paired(arms[ref], arms[arm], n_boot))
     ]
-    return {"intervals": intervals, "vs_sft": vs_sft, "pairs": pairs}
+    adjust_family(
+        [c for per in vs_sft.values() for c in per.values()]
+        + [c for p in pairs for c in p["metrics"].values()]
+    )
+    base = arms.get(base_arm, {})
+    flipped = {
+        arm: {
+            m: f for m, v in per.items() if m in METRICS and m in base and (f := flips(base[m], v))
+        }
+        for arm, per in arms.items()
+        if arm != base_arm
+    }
+    leak = {
+        arm: {
+            n.removeprefix("leak_"): leak_counts(v) for n, v in per.items() if n.startswith("leak_")
+        }
+        for arm, per in arms.items()
+    }
+    return {
+        "intervals": intervals,
+        "vs_sft": vs_sft,
+        "pairs": pairs,
+        "flips": {a: f for a, f in flipped.items() if f},
+        "leak": {a: lk for a, lk in leak.items() if lk},
+    }
