@@ -5,63 +5,106 @@ should offer"), so the arms differ in nothing but the objective; `train.seed` an
 `train.output_dir` are set per arm x seed. Unknown keys, unknown arms and overrides that
 would fight an arm's own switch are errors that name the key.
 
-Three kinds of arm: `base` (the untrained model), fit arms (one `raft-distill fit` each;
+Three kinds of arm: `base` (the untrained model); fit arms (one `raft-distill fit` each;
 `arm_data` may give one its own data set, e.g. `sdft` trains on the SDFT data of
-pipelines/sdft_demo.yaml), and the prune arm `fapm` (FAPM, arXiv 2509.08255: the task
-vector of another arm's final model, `prune.source`, pruned; no training, run at that
-arm's seeds).
+pipelines/sdft_demo.yaml); and post-hoc arms (POSTHOC_ARMS), which train nothing but
+transform another arm's final model at that arm's seeds: `fapm` (FAPM, arXiv 2509.08255:
+`prune.source`'s task vector pruned), `sft_merge` / `raft_merge` (WiSE-FT, arXiv
+2109.01903: sft_raw / raft_ema merged back with the base at an alpha chosen on
+validation data, `merge`).
+
+The baselines practitioners use instead of RAFT are fit arms too: `sft_lr5e-5` and
+`sft_lr2e-4` (sft_raw at a lower learning rate: the arm's train.lr wins over the shared
+one), `lora_sft` / `lora_raft` (sft_raw / raft_ema with LoRA adapters, the `lora`
+section), and `raft_ema_guard` (raft_ema with schemas.teacher_context's
+GUARDED_TEACHER_TEMPLATE, the teacher told not to mention the reference).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from raft_distill.config import LoraConfig
 from raft_distill.errors import DistillError
+from raft_distill.merge import GRID
 from raft_distill.prune import DEFAULT_RATIO, Targets
 from schemas import config_files
+from schemas.teacher_context import GUARDED_TEACHER_TEMPLATE
 
 ArmName = Literal[
-    "base", "sft_raw", "sft_fused", "sdft", "fapm", "on_policy", "raft_ema", "raft_fixed_0.1",
-    "raft_fixed_1.0", "raft_ema_plain",
+    "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
+    "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
+    "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft",
 ]
 
-# The fit switches of each arm (paper Table 1 + ablations). `base` trains nothing; `fapm`
-# trains nothing either: it prunes another arm's final model (PRUNE_ARMS).
+_SFT_GOLD: dict[str, Any] = {"loss.mode": "sft", "loss.sft_target": "gold"}
+_RAFT_EMA: dict[str, Any] = {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": "ema"}
+# The fit switches of each arm (paper Table 1 + ablations + practitioners' baselines).
+# `base` trains nothing; the post-hoc arms (POSTHOC_ARMS) transform another arm's model.
+# The LoRA arms also get train.lora = the replicate config's `lora` section (LORA_ARMS).
 ARMS: dict[str, dict[str, Any] | None] = {
     "base": None,
-    "sft_raw": {"loss.mode": "sft", "loss.sft_target": "gold"},
+    "sft_raw": _SFT_GOLD,
+    "sft_lr5e-5": {**_SFT_GOLD, "train.lr": 5e-5},
+    "sft_lr2e-4": {**_SFT_GOLD, "train.lr": 2e-4},
     "sft_fused": {"loss.mode": "sft", "loss.sft_target": "fused"},
     # SDFT (Yang et al. 2024): plain SFT on the model's own checked rewrites (arm_data.sdft)
     "sdft": {"loss.mode": "sft", "loss.sft_target": "fused"},
     "fapm": None,
+    "sft_merge": None,
     "on_policy": {"loss.mode": "on-policy"},
-    "raft_ema": {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": "ema"},
+    "raft_ema": _RAFT_EMA,
+    # teacher-guard ablation: the teacher is told not to mention or copy the reference
+    "raft_ema_guard": {**_RAFT_EMA, "teacher.template": GUARDED_TEACHER_TEMPLATE},
+    "raft_merge": None,
     "raft_fixed_0.1": {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": 0.1},
     "raft_fixed_1.0": {"loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": 1.0},
     # teacher-format ablation: raft_ema with the paper's plain layout instead of the chat one
-    "raft_ema_plain": {
-        "loss.mode": "raft", "loss.sft_target": "fused", "loss.lambda": "ema",
-        "teacher.format": "plain",
-    },
+    "raft_ema_plain": {**_RAFT_EMA, "teacher.format": "plain"},
+    "lora_sft": _SFT_GOLD,
+    "lora_raft": _RAFT_EMA,
 }
 ARM_ORDER: list[ArmName] = [
-    "base", "sft_raw", "sft_fused", "sdft", "fapm", "on_policy", "raft_ema", "raft_fixed_0.1",
-    "raft_fixed_1.0", "raft_ema_plain",
+    "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
+    "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
+    "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft",
 ]
 assert ARM_ORDER == list(ARMS)
-PRUNE_ARMS = ("fapm",)
+# post-hoc arm -> (what it does, its fixed source arm; fapm's is prune.source)
+POSTHOC_ARMS: dict[str, tuple[Literal["prune", "merge"], str | None]] = {
+    "fapm": ("prune", None),
+    "sft_merge": ("merge", "sft_raw"),
+    "raft_merge": ("merge", "raft_ema"),
+}
+LORA_ARMS = ("lora_sft", "lora_raft")
+LR_ARMS = {arm: float(sw["train.lr"]) for arm, sw in ARMS.items() if sw and "train.lr" in sw}
 DEFAULT_ALL_SEEDS: list[ArmName] = ["sft_raw", "raft_ema"]  # the headline arms
 # The default arm list (the demo's); sdft needs arm_data.sdft, so it is opt-in like the others.
 DEFAULT_ARMS: list[ArmName] = [
     "base", "sft_raw", "sft_fused", "on_policy", "raft_ema", "raft_fixed_0.1", "raft_fixed_1.0"
 ]
-# Keys the orchestrator owns: set per arm (loss) or per run (seed, output folder).
-RESERVED_FIT_KEYS = ("loss.mode", "loss.sft_target", "loss.lambda", "train.seed", "train.output_dir")
+# Keys the orchestrator owns: set per arm (loss, LoRA) or per run (seed, output folder).
+RESERVED_FIT_KEYS = (
+    "loss.mode", "loss.sft_target", "loss.lambda", "train.seed", "train.output_dir", "train.lora"
+)
 RESERVED_EVAL_KEYS = ("models", "output_dir")
+
+
+def lr_clash(arms: Sequence[str], lr: Any, where: str) -> str | None:
+    """The error when an lr arm would train at the shared train.lr (a copy of sft_raw)."""
+    for arm in arms:
+        if arm in LR_ARMS and lr is not None and float(lr) == LR_ARMS[arm]:
+            return (
+                f"arm {arm} trains at train.lr {LR_ARMS[arm]:g}, which {where} sets for every "
+                "arm: it would repeat sft_raw; drop the arm or change the shared train.lr"
+            )
+    return None
+
 
 IFEvalMetric = Literal[
     "prompt_level_strict", "instruction_level_strict", "prompt_level_loose", "instruction_level_loose"
@@ -93,6 +136,40 @@ class PruneConfig(BaseModel):
         return value
 
 
+class MergeConfig(BaseModel):
+    """The merge arms (sft_merge, raft_merge): WiSE-FT with alpha chosen on validation data
+    (raft_distill.merge.choose_alpha): domain answer NLL + general MC accuracy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: list[float] = Field(
+        default_factory=lambda: list(GRID), min_length=1,
+        description="alphas tried (0 = the base, 1 = the fine-tuned model)",
+    )
+    val_path: str | None = Field(
+        default=None,
+        description="domain validation JSONL (question, answer rows; never trained on or "
+        "reported), e.g. data/medmcqa/val.jsonl; needed by the merge arms",
+    )
+    mc_items: int = Field(
+        default=50, gt=0,
+        description="validation items per general MC task, chosen apart from the report's "
+        "general_mc items (the eval config's tasks; its default six when it has none)",
+    )
+    mc_seed: int = Field(default=1, description="the validation items' selection seed")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        default="bfloat16", description="scoring dtype (the merged model keeps the source's)"
+    )
+    token_budget: int = Field(default=4096, gt=0, description="padded tokens per forward")
+
+    @field_validator("grid")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 <= a <= 1.0 for a in value) or len(set(value)) != len(value):
+            raise ValueError("distinct alphas in [0, 1], e.g. [0, 0.3, 0.5, 0.7, 0.9, 1]")
+        return sorted(value)
+
+
 class ReplicateConfig(BaseModel):
     """The whole `raft-distill replicate` config (one YAML file)."""
 
@@ -113,7 +190,8 @@ class ReplicateConfig(BaseModel):
     all_seeds_arms: list[ArmName] = Field(
         default_factory=lambda: list(DEFAULT_ALL_SEEDS),
         description="arms trained at every seed; the others at the first seed only "
-        "(fapm follows the seeds of prune.source)",
+        "(a post-hoc arm follows its source's seeds: fapm prune.source's, sft_merge "
+        "sft_raw's, raft_merge raft_ema's)",
     )
     arm_data: dict[ArmName, str] = Field(
         default_factory=dict,
@@ -122,6 +200,13 @@ class ReplicateConfig(BaseModel):
     )
     prune: PruneConfig = Field(
         default_factory=lambda: PruneConfig(), description="the fapm arm's settings"
+    )
+    merge: MergeConfig = Field(
+        default_factory=lambda: MergeConfig(), description="the sft_merge / raft_merge arms' settings"
+    )
+    lora: LoraConfig = Field(
+        default_factory=lambda: LoraConfig(),
+        description="train.lora of the lora_sft / lora_raft arms (their lr: the shared train.lr)",
     )
     ifeval_metric: IFEvalMetric = Field(
         default="prompt_level_strict", description="the IFEval column of the report"
@@ -160,9 +245,10 @@ class ReplicateConfig(BaseModel):
     @classmethod
     def _fit_not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
         for key in value:
-            if key in RESERVED_FIT_KEYS:
+            if key in RESERVED_FIT_KEYS or key.startswith("train.lora."):
+                hint = " (the lora arms' settings: the `lora` section)" if "lora" in key else ""
                 raise ValueError(
-                    f"'{key}' is set by each arm / run; allowed: any fit key but "
+                    f"'{key}' is set by each arm / run{hint}; allowed: any fit key but "
                     f"{', '.join(RESERVED_FIT_KEYS)}"
                 )
         return value
@@ -187,43 +273,68 @@ class ReplicateConfig(BaseModel):
                 "arm 'sdft' trains on the SDFT data set: set arm_data.sdft to its folder "
                 "(raft-data build pipelines/sdft_demo.yaml -> runs/sdft_demo)"
             )
-        if "fapm" in self.arms:
-            if self.prune.source not in self.arms:
-                raise ValueError(
-                    f"arm 'fapm' prunes prune.source '{self.prune.source}': add it to arms"
-                )
-            if "fapm" in self.all_seeds_arms and self.prune.source not in self.all_seeds_arms:
-                raise ValueError(
-                    f"all_seeds_arms: fapm follows the seeds of prune.source "
-                    f"'{self.prune.source}'; add that arm instead"
-                )
+        for arm in self.arms:
+            if arm in POSTHOC_ARMS:
+                self._posthoc_consistent(arm)
+        clash = lr_clash(self.arms, self.fit_overrides.get("train.lr"), "fit_overrides")
+        if clash:
+            raise ValueError(clash)
         return self
 
+    def _posthoc_consistent(self, arm: str) -> None:
+        source = self.source(arm)
+        kind, _ = POSTHOC_ARMS[arm]
+        key = "prune.source " if arm == "fapm" else ""
+        if source not in self.arms:
+            raise ValueError(f"arm '{arm}' {kind}s {key}'{source}': add it to arms")
+        if arm in self.all_seeds_arms and source not in self.all_seeds_arms:
+            raise ValueError(
+                f"all_seeds_arms: {arm} follows the seeds of {key}'{source}'; add that arm instead"
+            )
+        if kind == "merge" and self.merge.val_path is None:
+            raise ValueError(
+                f"arm '{arm}' chooses its alpha on domain validation data: set merge.val_path "
+                "(a question/answer JSONL never trained on, e.g. data/medmcqa/val.jsonl)"
+            )
+
+    def source(self, arm: str) -> str:
+        """The fit arm whose final model a post-hoc arm transforms."""
+        _, source = POSTHOC_ARMS[arm]
+        return self.prune.source if source is None else source
+
     def arm_seeds(self, arm: str) -> list[int]:
-        """The seeds an arm runs at: every seed for all_seeds_arms, else the first; a prune
-        arm follows its source."""
-        if arm in PRUNE_ARMS:
-            arm = self.prune.source
+        """The seeds an arm runs at: every seed for all_seeds_arms, else the first; a
+        post-hoc arm follows its source."""
+        if arm in POSTHOC_ARMS:
+            arm = self.source(arm)
         return self.seeds if arm in self.all_seeds_arms else self.seeds[:1]
 
     def runs(self) -> list[tuple[str, int]]:
-        """Every (trained arm, seed) in order: arms as listed, seeds as listed."""
-        out: list[tuple[str, int]] = []
-        for arm in self.arms:
-            if ARMS[arm] is None:
-                continue
-            out.extend((arm, seed) for seed in self.arm_seeds(arm))
-        return out
+        """Every (trained arm, seed) in training order: seed by seed (all arms at the first
+        seed, then the next...), and within a seed the headline arms (DEFAULT_ALL_SEEDS)
+        first, then the cheap SFT arms, then the rollout arms, each in ARM_ORDER. A run cut
+        short thus has whole seeds of every arm (`--set seeds=[0]` then reports them)."""
+
+        def key(run: tuple[str, int]) -> tuple[int, bool, bool, int]:
+            arm, seed = run
+            switches = ARMS[arm] or {}
+            return (self.seeds.index(seed), arm not in DEFAULT_ALL_SEEDS,
+                    switches.get("loss.mode") != "sft", list(ARMS).index(arm))
+
+        fits = [(a, s) for a in self.arms if ARMS[a] is not None for s in self.arm_seeds(a)]
+        return sorted(fits, key=key)
 
     def every_seed_arms(self) -> list[str]:
-        """The arms (trained or pruned) run at every seed, in order."""
-        source = self.prune.source
-        return [a for a in self.arms if a in self.all_seeds_arms and ARMS[a]
-                or a in PRUNE_ARMS and source in self.all_seeds_arms]
+        """The arms (trained or post-hoc) run at every seed, in order."""
 
-    def prune_runs(self) -> list[tuple[str, int]]:
-        """Every (prune arm, seed): after the fits, from the source arm's final model."""
-        return [(a, s) for a in self.arms if a in PRUNE_ARMS for s in self.arm_seeds(a)]
+        def lead(arm: str) -> str:
+            return self.source(arm) if arm in POSTHOC_ARMS else arm
+
+        return [a for a in self.arms if ARMS[lead(a)] and lead(a) in self.all_seeds_arms]
+
+    def posthoc_runs(self) -> list[tuple[str, int]]:
+        """Every (post-hoc arm, seed): after the fits, from the source arm's final model."""
+        return [(a, s) for a in self.arms if a in POSTHOC_ARMS for s in self.arm_seeds(a)]
 
     def run_dir(self, arm: str, seed: int) -> Path:
         return Path(self.output_dir) / arm / f"seed{seed}"

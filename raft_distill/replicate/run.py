@@ -6,15 +6,17 @@ finished before (`final/` and `summary.json` there: resumable; a run stopped mid
 checkpoint continues with `resume`), then evaluate the base model and every final model in
 one `raft-distill eval` run (models already evaluated with the same suites and not
 retrained are reused from `<out>/eval/`), then write `<out>/report.{md,json,png}`.
-Between the fits and the eval, each prune arm (`fapm`) prunes its source arm's final model
-per seed into `<out>/fapm/seed<k>/final` (redone when the source was retrained or the
-prune settings changed).
+The fits run seed by seed (`ReplicateConfig.runs`), so a run cut short holds whole seeds.
+Between the fits and the eval, each post-hoc arm (`fapm`, `sft_merge`, `raft_merge`:
+posthoc.py) transforms its source arm's final model per seed into `<out>/<arm>/seed<k>/final`
+(redone when the source was retrained or the settings changed).
 """
 
 from __future__ import annotations
 
 import copy
 import gc
+import importlib.util
 import json
 import shutil
 import time
@@ -22,15 +24,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from raft_distill.config import FitConfig
+from raft_distill.config import FitConfig, TrainConfig
 from raft_distill.config import config_from_dict as fit_config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.config import SUITES, EvalConfig, ModelEntry
 from raft_distill.evaluate.config import config_from_dict as eval_config_from_dict
-from raft_distill.replicate.config import ARMS, PRUNE_ARMS, ReplicateConfig, set_dotted
+from raft_distill.replicate.config import (
+    ARMS,
+    LORA_ARMS,
+    POSTHOC_ARMS,
+    ReplicateConfig,
+    lr_clash,
+    set_dotted,
+)
+from raft_distill.replicate.posthoc import run_posthoc
 from raft_distill.replicate.report import markdown, plot
 from raft_distill.replicate.table import arm_table, item_table, item_vectors, result_scores
 from schemas.config_files import read_config_mapping
+from schemas.teacher_context import GUARDED_TEACHER_TEMPLATE
 
 Log = Callable[[str], None]
 
@@ -40,22 +51,55 @@ def model_name(arm: str, seed: int | None) -> str:
     return arm if seed is None else f"{arm}-seed{seed}"
 
 
-def fit_configs(cfg: ReplicateConfig) -> dict[tuple[str, int], FitConfig]:
-    """The validated fit config of every (arm, seed): shared file + overrides + arm switch."""
+def _shared_fit(cfg: ReplicateConfig) -> dict[str, Any]:
+    """The shared fit config file with fit_overrides applied (raw YAML data)."""
     shared = read_config_mapping(cfg.fit_config, DistillError)
     for key, value in cfg.fit_overrides.items():
         set_dotted(shared, key, value, f"fit_overrides '{key}'")
+    return shared
+
+
+def _check_shared(cfg: ReplicateConfig, shared: dict[str, Any]) -> None:
+    """Refuse a shared fit config that already makes an arm's switch for every arm."""
+    where = f"{cfg.fit_config} + fit_overrides"
+    teacher, train = shared.get("teacher") or {}, shared.get("train") or {}
+    if "raft_ema_plain" in cfg.arms and teacher.get("format") == "plain":
+        raise DistillError(
+            f"arm raft_ema_plain is the plain-vs-chat teacher ablation of raft_ema, but "
+            f"{where} already set teacher.format: plain for every arm; set it to chat (the "
+            "default) or drop raft_ema_plain"
+        )
+    if "raft_ema_guard" in cfg.arms and teacher.get("template") == GUARDED_TEACHER_TEMPLATE:
+        raise DistillError(
+            f"arm raft_ema_guard is the teacher-guard ablation of raft_ema, but {where} "
+            "already set teacher.template to the guarded one for every arm; drop it there"
+        )
+    if train.get("lora") is not None and any(a in LORA_ARMS for a in cfg.arms):
+        raise DistillError(
+            f"{where} sets train.lora for every arm, so the full fine-tuning arms would be "
+            "LoRA too: remove it there and set the lora arms' settings in `lora`"
+        )
+    clash = lr_clash(cfg.arms, train.get("lr", TrainConfig().lr), where)
+    if clash:
+        raise DistillError(clash)
+    if any(a in LORA_ARMS for a in cfg.arms) and importlib.util.find_spec("peft") is None:
+        raise DistillError(
+            "the lora arms need the peft library: `pip install -e '.[lora]'`, or drop them"
+        )
+
+
+def fit_configs(cfg: ReplicateConfig) -> dict[tuple[str, int], FitConfig]:
+    """The validated fit config of every (arm, seed), in training order: shared file +
+    overrides + the arm's switches (+ train.lora for the LoRA arms)."""
+    shared = _shared_fit(cfg)
+    _check_shared(cfg, shared)
     out: dict[tuple[str, int], FitConfig] = {}
     for arm, seed in cfg.runs():
         raw = copy.deepcopy(shared)
-        if arm == "raft_ema_plain" and (raw.get("teacher") or {}).get("format") == "plain":
-            raise DistillError(
-                f"arm raft_ema_plain is the plain-vs-chat teacher ablation of raft_ema, but "
-                f"{cfg.fit_config} + fit_overrides already set teacher.format: plain for every "
-                "arm; set it to chat (the default) or drop raft_ema_plain"
-            )
         for key, value in (ARMS[arm] or {}).items():
             set_dotted(raw, key, value, f"arm {arm}")
+        if arm in LORA_ARMS:
+            set_dotted(raw, "train.lora", cfg.lora.model_dump(mode="json"), f"arm {arm}")
         if arm in cfg.arm_data:
             set_dotted(raw, "data.path", cfg.arm_data[arm], f"arm_data.{arm}")
         set_dotted(raw, "train.seed", seed, "replicate")
@@ -68,9 +112,7 @@ def fit_configs(cfg: ReplicateConfig) -> dict[tuple[str, int], FitConfig]:
 
 def base_model(cfg: ReplicateConfig) -> str:
     """The untrained student: `model.student` of the shared fit config (after overrides)."""
-    shared = read_config_mapping(cfg.fit_config, DistillError)
-    for key, value in cfg.fit_overrides.items():
-        set_dotted(shared, key, value, f"fit_overrides '{key}'")
+    shared = _shared_fit(cfg)
     shared.setdefault("data", {"path": "unused"})
     return fit_config_from_dict(shared, f"{cfg.fit_config} + fit_overrides").model.student
 
@@ -146,58 +188,6 @@ def run_fits(
     return trained
 
 
-def run_prunes(
-    cfg: ReplicateConfig,
-    configs: dict[tuple[str, int], FitConfig],
-    retrained: set[str],
-    log: Log,
-) -> set[str]:
-    """FAPM-prune the source arm's final model at each seed unless done before with the same
-    settings and an unchanged source; returns the eval names of the models (re)pruned."""
-    from raft_distill.prune import REPORT_FILE, prune
-
-    pruned: set[str] = set()
-    for arm, seed in cfg.prune_runs():
-        source = cfg.prune.source
-        source_dir = cfg.run_dir(source, seed) / "final"
-        out = cfg.run_dir(arm, seed)
-        settings = {"ratio": cfg.prune.ratio, "targets": cfg.prune.targets, "finetuned": str(source_dir)}
-        # the source's summary.json is rewritten by every fit that finishes: its mtime tells
-        # a retrained source even when the retraining happened in a run that stopped after
-        stamp = (cfg.run_dir(source, seed) / "summary.json").stat().st_mtime_ns
-        tag = f"[{arm} seed {seed}]"
-        done = _read_json(out / "final" / REPORT_FILE) or {}
-        info = _read_json(out / "replicate_fit.json") or {}
-        if (
-            model_name(source, seed) not in retrained
-            and {k: done.get(k) for k in settings} == settings
-            and info.get("source_stamp") == stamp
-        ):
-            log(f"{tag} pruned before, skipped ({out}/final)")
-            continue
-        log(f"{tag} FAPM ratio {cfg.prune.ratio} on {source_dir} -> {out}/final")
-        (out / "replicate_fit.json").unlink(missing_ok=True)
-        start = time.perf_counter()
-        report = prune(
-            configs[(source, seed)].model.student,
-            str(source_dir),
-            out / "final",
-            ratio=cfg.prune.ratio,
-            targets=cfg.prune.targets,
-            overwrite=True,
-        )
-        seconds = time.perf_counter() - start
-        _write_json(
-            out / "replicate_fit.json",
-            {"seconds": round(seconds, 1), "pruned_from": model_name(source, seed),
-             "source_stamp": stamp, "kept_fraction": report["kept_fraction"]},
-        )
-        pruned.add(model_name(arm, seed))
-        gc.collect()
-        log(f"{tag} done in {seconds:.0f} s")
-    return pruned
-
-
 def run_eval(
     cfg: ReplicateConfig, models: list[ModelEntry], retrained: set[str], log: Log
 ) -> list[dict[str, Any]]:
@@ -267,6 +257,41 @@ def _report_notes(
     return notes
 
 
+def _run_record(
+    cfg: ReplicateConfig, arm: str, seed: int | None, entry: ModelEntry,
+    result: dict[str, Any], scores: dict[str, float],
+) -> dict[str, Any]:
+    """report.json's entry of one evaluated model: scores, where it came from, fit figures."""
+    run: dict[str, Any] = {
+        "arm": arm,
+        "seed": seed,
+        "model": entry.name,
+        "model_path": entry.path,
+        "scores": scores,
+        "eval_seconds": round(sum(s["seconds"] for s in result["suites"].values()), 1),
+    }
+    if seed is None:
+        return run
+    run_dir = cfg.run_dir(arm, seed)
+    last = _last_metrics(run_dir)
+    fit_info = _read_json(run_dir / "replicate_fit.json") or {}
+    if arm in POSTHOC_ARMS and POSTHOC_ARMS[arm][0] == "prune":
+        run.update(pruned_from=fit_info.get("pruned_from"), prune=cfg.prune.model_dump())
+    elif arm in POSTHOC_ARMS:
+        run.update(merged_from=fit_info.get("merged_from"), merge_alpha=fit_info.get("alpha"))
+    if arm in cfg.arm_data:
+        run.update(data=cfg.arm_data[arm])
+    run.update(
+        final_lambda=last.get("lambda"),
+        final_ce_kl_ratio=last.get("ce_kl_ratio"),
+        final_loss_sft=last.get("loss_sft"),
+        final_loss_kl=last.get("loss_kl"),
+        fit_seconds=fit_info.get("seconds"),
+        steps=last.get("step"),
+    )
+    return run
+
+
 def build_report(
     cfg: ReplicateConfig,
     entries: list[tuple[str, int | None, ModelEntry]],
@@ -282,31 +307,7 @@ def build_report(
         sc = _scores(result, cfg.ifeval_metric)
         scores.setdefault(arm, {})[seed if seed is not None else 0] = sc
         items.setdefault(arm, {})[seed or 0] = item_vectors(result, cfg.ifeval_metric)
-        run: dict[str, Any] = {
-            "arm": arm,
-            "seed": seed,
-            "model": entry.name,
-            "model_path": entry.path,
-            "scores": sc,
-            "eval_seconds": round(sum(s["seconds"] for s in result["suites"].values()), 1),
-        }
-        if seed is not None:
-            run_dir = cfg.run_dir(arm, seed)
-            last = _last_metrics(run_dir)
-            fit_info = _read_json(run_dir / "replicate_fit.json") or {}
-            if arm in PRUNE_ARMS:
-                run.update(pruned_from=fit_info.get("pruned_from"), prune=cfg.prune.model_dump())
-            if arm in cfg.arm_data:
-                run.update(data=cfg.arm_data[arm])
-            run.update(
-                final_lambda=last.get("lambda"),
-                final_ce_kl_ratio=last.get("ce_kl_ratio"),
-                final_loss_sft=last.get("loss_sft"),
-                final_loss_kl=last.get("loss_kl"),
-                fit_seconds=fit_info.get("seconds"),
-                steps=last.get("step"),
-            )
-        runs.append(run)
+        runs.append(_run_record(cfg, arm, seed, entry, result, sc))
     rows = arm_table(scores, recovered_metric=cfg.recovered_metric)
     notes = _report_notes(scores, rows, cfg.recovered_metric)
     return {
@@ -316,7 +317,9 @@ def build_report(
         "arms_requested": list(cfg.arms),
         "all_seeds_arms": cfg.every_seed_arms(),
         "arm_data": cfg.arm_data,
-        "prune": cfg.prune.model_dump() if any(a in PRUNE_ARMS for a in cfg.arms) else None,
+        "prune": cfg.prune.model_dump() if "fapm" in cfg.arms else None,
+        "merge": cfg.merge.model_dump() if {"sft_merge", "raft_merge"} & set(cfg.arms) else None,
+        "lora": cfg.lora.model_dump() if set(LORA_ARMS) & set(cfg.arms) else None,
         "fit_config": cfg.fit_config,
         "fit_overrides": cfg.fit_overrides,
         "eval_config": cfg.eval_config,
@@ -364,7 +367,7 @@ def replicate(cfg: ReplicateConfig, command: str, log: Log = print) -> dict[str,
     )
 
     retrained = run_fits(cfg, configs, log)
-    retrained |= run_prunes(cfg, configs, retrained, log)
+    retrained |= run_posthoc(cfg, configs, ecfg, retrained, log)
     results = run_eval(cfg, models, retrained, log)
     report = build_report(cfg, entries, results, command, ecfg)
     plot(report, out / "report.png")

@@ -25,9 +25,10 @@ def _err(raw: dict[str, Any]) -> str:
 def test_defaults_and_plan():
     cfg = config_from_dict(dict(MIN))
     assert cfg.seeds == [0, 1] and cfg.arms == DEFAULT_ARMS
+    # seed by seed; within a seed the headline arms, then SFT (cheap), then rollout arms
     assert cfg.runs() == [
-        ("sft_raw", 0), ("sft_raw", 1), ("sft_fused", 0), ("on_policy", 0),
-        ("raft_ema", 0), ("raft_ema", 1), ("raft_fixed_0.1", 0), ("raft_fixed_1.0", 0),
+        ("sft_raw", 0), ("raft_ema", 0), ("sft_fused", 0), ("on_policy", 0),
+        ("raft_fixed_0.1", 0), ("raft_fixed_1.0", 0), ("sft_raw", 1), ("raft_ema", 1),
     ]
     assert cfg.run_dir("raft_ema", 1) == Path("runs/replicate/raft_ema/seed1")
 
