@@ -293,35 +293,60 @@ def compare(
     return out
 
 
-def format_p(comparison: dict[str, Any]) -> str:
-    """The test's p for a report: a bootstrap p of 0 means no resample crossed 0, so it
-    prints as "< 2/n_boot" (the test's resolution), not as 0. Reports written before
-    `p_resolution` was recorded used N_BOOT resamples."""
-    p = float(comparison["p"])
+def format_p(comparison: dict[str, Any], adjusted: bool = False) -> str:
+    """The test's p (or, `adjusted`, its Holm-adjusted p; "-" when the report has none) for a
+    report. A bootstrap p of 0 means no resample crossed 0, so it prints as "< 2/n_boot" (the
+    test's resolution; times the family size when adjusted), not as 0. Reports written
+    before `p_resolution` was recorded used N_BOOT resamples."""
+    key = "p_holm" if adjusted else "p"
+    if comparison.get(key) is None:
+        return "-"
+    p = float(comparison[key])
     resolution = comparison.get("p_resolution", 2 / N_BOOT)
-    if p == 0.0 and comparison.get("test") == "paired bootstrap":
+    if adjusted:
+        resolution = min(1.0, resolution * comparison.get("family_size", 1))
+    if p == 0.0 and "bootstrap" in str(comparison.get("test", "")):
         return f"< {resolution:.2g}"
     return f"{p:.3g}"
 
 
-def _p_text(comparison: dict[str, Any]) -> str:
-    text = format_p(comparison)
+def _p_text(comparison: dict[str, Any], adjusted: bool = False) -> str:
+    text = format_p(comparison, adjusted)
     return f" {text}" if text.startswith("<") else f"={text}"
 
 
-def describe(name_b: str, name_a: str, what: str, comparison: dict[str, Any]) -> str:
-    """One sentence: which way, by how much (points), the interval, the test, the verdict."""
+def _amount(d: dict[str, Any], unit: str) -> str:
+    if unit == "nats":
+        return f"{d['estimate']:+.3f} nats [{d['low']:+.3f}, {d['high']:+.3f}]"
+    return f"{100 * d['estimate']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+
+
+def describe(
+    name_b: str,
+    name_a: str,
+    what: str,
+    comparison: dict[str, Any],
+    unit: str = "points",
+    lower_is_better: bool = False,
+) -> str:
+    """One sentence: which way, by how much (points, or nats for an NLL), the interval, the
+    test (and its Holm-adjusted p when the report has one), the verdict. A comparison with
+    one seed on a side is suggestive only: the trained model's seed spread is unknown."""
     d = comparison["diff"]
     alpha = comparison.get("alpha", ALPHA)
     level = f"{100 * (1 - alpha):.0f}%"
-    points = f"{100 * d['estimate']:+.1f} points [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-    if not comparison["significant"]:
+    p_text = f"p{_p_text(comparison)}"
+    if comparison.get("p_holm") is not None:
+        p_text += f" (Holm-adjusted p{_p_text(comparison, adjusted=True)})"
+    if comparison.get("one_seed"):
+        verdict = "one seed on a side: suggestive only, not tested for significance"
+    elif not comparison["significant"]:
         verdict = f"no significant difference at {level}"
-    elif d["estimate"] > 0:
-        verdict = f"{name_b} significantly higher at {level}"
     else:
-        verdict = f"{name_b} significantly lower at {level}"
+        way = "higher" if d["estimate"] > 0 else "lower"
+        verdict = f"{name_b} significantly {way} at {level}"
+        verdict += " (lower is better)" if lower_is_better else ""
     return (
-        f"{what}: {name_b} - {name_a} = {points} ({level} CI, n={d['n']}), "
-        f"{comparison['test']} p{_p_text(comparison)}: {verdict}."
+        f"{what}: {name_b} - {name_a} = {_amount(d, unit)} ({level} CI, n={d['n']}), "
+        f"{comparison['test']} {p_text}: {verdict}."
     )

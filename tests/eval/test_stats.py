@@ -198,3 +198,24 @@ def test_two_level_bootstrap_seed_level_and_weights() -> None:
         two_level_bootstrap([[1.0, 0.0]], [[1.0]])
     with pytest.raises(ValueError, match="no seeds"):
         two_level_bootstrap([], [[1.0]])
+
+
+def test_format_and_describe_the_two_level_comparison() -> None:
+    """The Holm-adjusted p prints beside the raw one (its bound for a raw 0 scales with the
+    family), a one-seed comparison is called suggestive, an NLL difference reads in nats
+    with the direction that is better."""
+    c = {
+        "diff": {"estimate": -0.05, "low": -0.08, "high": -0.02, "n": 300},
+        "test": "two-level bootstrap (seeds, items)",
+        "p": 0.0, "p_holm": 0.0, "p_resolution": 0.001, "family_size": 8,
+        "seeds": [3, 3], "one_seed": False, "significant": True, "alpha": 0.05,
+    }
+    assert format_p(c) == "< 0.001" and format_p(c, adjusted=True) == "< 0.008"
+    assert format_p({"p": 0.2, "test": "McNemar mid-p"}, adjusted=True) == "-"  # older report
+    text = describe("raft", "sft", "domain NLL", c, unit="nats", lower_is_better=True)
+    assert "raft - sft = -0.050 nats [-0.080, -0.020]" in text
+    assert "p < 0.001 (Holm-adjusted p < 0.008)" in text
+    assert "significantly lower at 95% (lower is better)" in text
+    one = {**c, "p": 0.01, "p_holm": 0.08, "one_seed": True, "significant": False, "seeds": [1, 3]}
+    assert "one seed on a side: suggestive only" in describe("a", "b", "x", one)
+    assert "-5.0 points" in describe("a", "b", "x", one)
