@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from raft_distill import teacher
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
+from raft_distill.step import teacher_scores
 from raft_distill.train import Trainer, fit
 from tests.distill.helpers import run_fit_cli, tiny_config
 
@@ -52,27 +53,27 @@ def test_teacher_is_the_base_with_adapters_off_and_saved_models_load(
         result = trainer.run()
     finally:
         trainer.close()
-    assert trainer.teacher_model is None  # one copy of the base in memory
-    trained = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainer.parts.teacher_model is None  # one copy of the base in memory
+    trained = {n for n, p in trainer.parts.model.named_parameters() if p.requires_grad}
     assert trained and all(".lora_" in n for n in trained)
-    assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {
-        id(p) for p in trainer.model.parameters() if p.requires_grad
+    assert {id(p) for g in trainer.parts.optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in trainer.parts.model.parameters() if p.requires_grad
     }
 
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     ids = torch.tensor([[1, 17, 300, 4000, 22, 9, 811, 2]])
-    student = trainer.peft
+    student = trainer.parts.peft
     student.eval()
     assert not torch.allclose(_logits(student, ids), _logits(original, ids), atol=1e-3)
-    batch = trainer.data.train[:3]
+    batch = trainer.parts.data.train[:3]
     z = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
-    ours = trainer._teacher_scores(batch, z)
-    packed = teacher.pack([e.teacher_ids for e in batch], z, trainer.pad_id)
+    ours = teacher_scores(trainer.parts, batch, z)
+    packed = teacher.pack([e.teacher_ids for e in batch], z, trainer.parts.pad_id)
     theirs = teacher.score(original, packed, 16, 32, torch.device("cpu"))
     assert torch.equal(ours.topk_ids, theirs.topk_ids)
     assert torch.equal(ours.topk_values, theirs.topk_values)
     assert torch.equal(ours.logsumexp, theirs.logsumexp)
-    assert trainer.peft.training is False  # adapters_off restored the mode it found
+    assert trainer.parts.peft.training is False  # adapters_off restored the mode it found
 
     final = result.final_model
     assert (final / "adapter" / "adapter_config.json").exists()

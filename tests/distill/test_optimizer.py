@@ -14,7 +14,7 @@ from tests.distill.helpers import tiny_config
 def test_trainer_builds_fused_adamw_on_cpu(tiny_model_dir, tiny_dataset, tmp_path):
     trainer = Trainer(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, tmp_path / "r")))
     try:
-        inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate's wrapper
+        inner = getattr(trainer.parts.optimizer, "optimizer", trainer.parts.optimizer)  # accelerate's wrapper
         assert inner.defaults["fused"] is True
     finally:
         trainer.close()

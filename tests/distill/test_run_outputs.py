@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raft_distill import train
+from raft_distill import run_setup
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.train import fit
@@ -40,7 +40,7 @@ def test_fit_logs_its_decisions_and_writes_tensorboard_scalars(
         train={"max_steps": 2, "bf16": True},
     )
     # a device without bf16 autocast: the run goes on in float32 and says so
-    monkeypatch.setattr(train, "autocast_supported", lambda device: False)
+    monkeypatch.setattr(run_setup, "autocast_supported", lambda device: False)
     result = fit(config_from_dict(raw))
     assert result.summary["bf16"] is False
 

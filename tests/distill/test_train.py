@@ -10,6 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from raft_distill import checkpoints
 from raft_distill.config import config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.train import Trainer, fit
@@ -148,7 +149,7 @@ def test_a_checkpoint_with_weights_in_state_still_resumes(
     fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, full, train={"max_steps": 3})))
     part = tmp_path / "part"
     with monkeypatch.context() as m:
-        m.setattr(Trainer, "_weights_in_model_folder_only", lambda self: None)  # the old layout
+        m.setattr(checkpoints, "weights_in_model_folder_only", lambda run: None)  # the old layout
         fit(config_from_dict(tiny_config(tiny_model_dir, tiny_dataset, part, train={"max_steps": 2})))
     ckpt = part / "checkpoints" / "step-000002"
     assert (ckpt / "state" / "model.safetensors").exists()
