@@ -133,26 +133,79 @@ def _seed_matrix(arm: Sequence[Sequence[float]], n: int | None) -> Any:
     return x
 
 
+def _item_draws(rng: Any, n: int, size: int) -> Any:
+    """size x n counts: how often each item is drawn in each of `size` item resamples."""
+    idx = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+    return np.bincount(idx.ravel(), minlength=size * n).reshape(size, n)
+
+
 def _two_level_means(arms: Sequence[Any], w: Any, n_boot: int, seed: int) -> list[Any]:
-    """Per arm, the weighted means of `n_boot` two-level resamples: S - 1 of an arm's S seeds
-    drawn with replacement (the mean of S - 1 draws has the variance of a mean of S seeds,
-    sigma^2 / S; S draws would give (S - 1) / S of it, too narrow with 2-3 seeds), then items
-    drawn once for all arms (the pairing). One seed: that model, items only."""
+    """Per arm, the weighted means of `n_boot` two-level resamples: items drawn once for all
+    arms (the pairing), then S - 1 of an arm's S seeds drawn with replacement (the mean of
+    S - 1 draws has the variance of a mean of S seeds, sigma^2 / S; S draws would give
+    (S - 1) / S of it, too narrow with 2-3 seeds). One seed: that model, items only."""
     rng = np.random.default_rng(seed)
     n = len(w)
     out = [np.empty(n_boot) for _ in arms]
-    chunk = max(1, 1_000_000 // (n * len(arms)))
+    chunk = max(1, 2_000_000 // n)
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
-        items = rng.multinomial(n, np.full(n, 1 / n), size=size) * w  # resampled item weights
+        items = _item_draws(rng, n, size) * w  # resampled item weights
         total = items.sum(axis=1)
         safe = np.where(total > 0, total, 1.0)
         for x, dest in zip(arms, out, strict=True):
+            sums = items @ x.T  # size x seeds: each seed's weighted sum over the drawn items
             draws = max(1, len(x) - 1)
             picks = rng.multinomial(draws, np.full(len(x), 1 / len(x)), size=size) / draws
-            means = ((picks @ x) * items).sum(axis=1) / safe
-            dest[start : start + size] = np.where(total > 0, means, 0.0)
+            dest[start : start + size] = np.where(total > 0, (picks * sums).sum(axis=1) / safe, 0.0)
     return out
+
+
+@dataclass(frozen=True)
+class ArmBoot:
+    """One arm's score (the seed mean of weighted means over items) and its two-level
+    bootstrap replicates, drawn on item resamples shared with the arms it was drawn with."""
+
+    estimate: float
+    means: Any
+    n: int
+    seeds: int
+
+
+def two_level_arms(
+    arms: Sequence[Sequence[Sequence[float]]],
+    weights: Sequence[float] | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> list[ArmBoot]:
+    """Several arms on the same items, resampled together: each pair of them is a paired
+    comparison (`boot_difference`), each alone an interval (`boot_interval`). Drawing a
+    report's arms once per column costs one item resample for all its comparisons."""
+    xs = [_seed_matrix(arms[0], None)] if arms else []
+    xs += [_seed_matrix(arm, xs[0].shape[1]) for arm in arms[1:]]
+    if not xs:
+        return []
+    _, w = _arrays(xs[0][0], weights)
+    means = _two_level_means(xs, w, n_boot, seed)
+    return [
+        ArmBoot(float(np.sum(w * x.mean(axis=0)) / np.sum(w)), m, x.shape[1], len(x))
+        for x, m in zip(xs, means, strict=True)
+    ]
+
+
+def boot_interval(arm: ArmBoot, alpha: float = ALPHA) -> Interval:
+    """The arm's score with its percentile interval."""
+    low, high = np.quantile(arm.means, [alpha / 2, 1 - alpha / 2])
+    return Interval(arm.estimate, float(low), float(high), arm.n)
+
+
+def boot_difference(a: ArmBoot, b: ArmBoot, alpha: float = ALPHA) -> tuple[Interval, float]:
+    """B - A: the difference of scores, its percentile interval and two-sided p (as
+    `paired_bootstrap`); a and b must come from one `two_level_arms` call (shared items)."""
+    diffs = b.means - a.means
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return Interval(b.estimate - a.estimate, float(low), float(high), a.n), p
 
 
 def two_level_bootstrap(
@@ -165,7 +218,7 @@ def two_level_bootstrap(
 ) -> tuple[Interval, float]:
     """B - A, each arm a list of per-seed item vectors over the same items: the seed-mean
     difference of weighted means, its percentile interval and two-sided p (as
-    `paired_bootstrap`) from resampling seeds within each arm, then items jointly.
+    `paired_bootstrap`) from resampling items jointly, then seeds within each arm.
 
     With one seed per arm it is the paired item bootstrap: the trained model is then taken
     as fixed, which is why callers call such a comparison suggestive only. With 3 seeds the
@@ -173,15 +226,8 @@ def two_level_bootstrap(
     0.3-logit seed spread on 1,000 items) equal arms come out "significant" ~10% of the time
     at 5% (~5% on 300 items), against ~65% for the item-only test.
     """
-    xa = _seed_matrix(a, None)
-    xb = _seed_matrix(b, xa.shape[1])
-    _, w = _arrays(xa[0], weights)
-    means_a, means_b = _two_level_means([xa, xb], w, n_boot, seed)
-    diffs = means_b - means_a
-    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
-    estimate = float(np.sum(w * (xb.mean(axis=0) - xa.mean(axis=0))) / np.sum(w))
-    return Interval(estimate, float(low), float(high), xa.shape[1]), p
+    boot_a, boot_b = two_level_arms([a, b], weights, n_boot, seed)
+    return boot_difference(boot_a, boot_b, alpha)
 
 
 def two_level_ci(
@@ -192,12 +238,8 @@ def two_level_ci(
     seed: int = 0,
 ) -> Interval:
     """One arm's score (seed mean of weighted means) with its two-level percentile interval."""
-    x = _seed_matrix(arm, None)
-    _, w = _arrays(x[0], weights)
-    (means,) = _two_level_means([x], w, n_boot, seed)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    estimate = float(np.sum(w * x.mean(axis=0)) / np.sum(w))
-    return Interval(estimate, float(low), float(high), x.shape[1])
+    (boot,) = two_level_arms([arm], weights, n_boot, seed)
+    return boot_interval(boot, alpha)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

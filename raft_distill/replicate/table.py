@@ -29,18 +29,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raft_distill.evaluate.stats import ALPHA, holm, two_level_bootstrap, two_level_ci
+from raft_distill.evaluate.stats import (
+    ALPHA,
+    boot_difference,
+    boot_interval,
+    holm,
+    two_level_arms,
+)
 
-# report column -> (eval suite, metric key); "ifeval"'s key is the config's ifeval_metric.
+# report column -> (eval suite, metric key), learning columns first, then retention;
+# "ifeval"'s key is the config's ifeval_metric.
 COLUMNS: dict[str, tuple[str, str]] = {
     "domain": ("domain", "accuracy"),
     "domain_mc": ("domain_mc", "accuracy"),
+    "domain_nll": ("domain_nll", "nll"),
+    "seen": ("seen", "accuracy"),
     "general": ("general", "accuracy"),
     "ifeval": ("ifeval", "prompt_level_strict"),
     "general_mc": ("general_mc", "accuracy"),
     "general_mc_no_boolq": ("general_mc", "accuracy_no_boolq"),
-    "seen": ("seen", "accuracy"),
-    "domain_nll": ("domain_nll", "nll"),
 }
 METRICS = tuple(COLUMNS)
 LOWER_IS_BETTER = frozenset({"domain_nll"})
@@ -225,9 +232,24 @@ ABLATION_PAIRS: list[tuple[str, str, str]] = [
 ]
 
 
+def _add_boots(arms: Mapping[str, dict[str, Any]], n_boot: int) -> None:
+    """Per report column, the arms scored on the same items resampled together
+    (`stats.two_level_arms`): one item resample per column serves every interval and every
+    comparison in it. Adds "boot" to each arm's vectors."""
+    for metric in METRICS:
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for per in arms.values():
+            if metric in per:
+                groups.setdefault(tuple(per[metric]["ids"]), []).append(per[metric])
+        for group in groups.values():
+            boots = two_level_arms([v["seeds"] for v in group], group[0]["weights"], n_boot)
+            for v, boot in zip(group, boots, strict=True):
+                v["boot"] = boot
+
+
 def _compare(ref: Mapping[str, Any], arm: Mapping[str, Any], n_boot: int) -> dict[str, Any]:
     """arm - ref by the two-level bootstrap; significance is set later, over the family."""
-    diff, p = two_level_bootstrap(ref["seeds"], arm["seeds"], ref["weights"], n_boot=n_boot)
+    diff, p = boot_difference(ref["boot"], arm["boot"])
     seeds = [len(ref["seeds"]), len(arm["seeds"])]
     return {
         "diff": diff.as_dict(),
@@ -311,12 +333,10 @@ def item_table(
     question, metrics: {metric: comparison}}] (the ABLATION_PAIRS whose two arms ran),
     "flips": {arm: {metric: flips}}, "leak": {arm: {suite: counts}}}; fractions (NLL: nats)."""
     arms = _by_arm(items)
+    _add_boots(arms, n_boot)
     intervals = {
         arm: {
-            m: {
-                **two_level_ci(v["seeds"], v["weights"], n_boot=n_boot).as_dict(),
-                "seeds": len(v["seeds"]),
-            }
+            m: {**boot_interval(v["boot"]).as_dict(), "seeds": len(v["seeds"])}
             for m, v in per.items()
             if m in METRICS
         }
