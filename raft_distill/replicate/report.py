@@ -194,9 +194,10 @@ def diagnostics_markdown(report: dict[str, Any]) -> list[str]:
     suites = [
         s
         for s in LEAK_SUITES
-        if any(s in per for per in leak.values()) or any(f"leak_{s}" in r["stats"] for r in rows)
+        if any(s in per for per in leak.values())
+        or any(f"leak_{s}" in r.get("diagnostics", {}) for r in rows)
     ]
-    cut = any("ifeval_cut_share" in r["stats"] for r in rows)
+    cut = any("ifeval_cut_share" in r.get("diagnostics", {}) for r in rows)
     if not suites and not cut:
         return []
     head = [f"leak {s}" for s in suites] + (["IFEval cut at max_new_tokens (%)"] if cut else [])
@@ -210,11 +211,11 @@ def diagnostics_markdown(report: dict[str, Any]) -> list[str]:
     ]
     for row in rows:
         cells = [
-            _leak_cell(leak.get(row["arm"], {}).get(s), row["stats"].get(f"leak_{s}"))
+            _leak_cell(leak.get(row["arm"], {}).get(s), row.get("diagnostics", {}).get(f"leak_{s}"))
             for s in suites
         ]
         if cut:
-            cells.append(fmt_stats(row["stats"].get("ifeval_cut_share")))
+            cells.append(fmt_stats(row.get("diagnostics", {}).get("ifeval_cut_share")))
         lines.append(f"| {row['arm']} | " + " | ".join(cells) + " |")
     return lines
 

@@ -130,9 +130,10 @@ def arm_table(
     sft_arm: str = "sft_raw",
     recovered_metric: str = "general",
 ) -> list[dict[str, Any]]:
-    """One row per arm (in the order of `scores`): seeds, stats per metric, relative change
-    vs SFT per metric (on the seed means), fraction of the `recovered_metric` loss
-    recovered. `scores[arm][seed][metric]` is a fraction; missing metrics are skipped.
+    """One row per arm (in the order of `scores`): seeds, stats per report column, relative
+    change vs SFT per column (on the seed means), fraction of the `recovered_metric` loss
+    recovered, and stats per diagnostic (`diagnostics`: leak shares, IFEval cut share; apart
+    from the columns). `scores[arm][seed][metric]` is a fraction; missing ones are skipped.
     """
     stats: dict[str, dict[str, SeedStats]] = {}
     for arm, per_seed in scores.items():
@@ -146,9 +147,8 @@ def arm_table(
     rows = []
     for arm, per_seed in scores.items():
         rel: dict[str, float | None] = {}
-        for metric, st in stats[arm].items():
-            if metric in DIAGNOSTICS:
-                continue
+        columns = {k: v for k, v in stats[arm].items() if k in METRICS}
+        for metric, st in columns.items():
             rel[metric] = relative_change(st.mean, sft[metric].mean) if metric in sft else None
         rec: float | None = None
         m = recovered_metric
@@ -158,9 +158,10 @@ def arm_table(
             {
                 "arm": arm,
                 "seeds": sorted(per_seed),
-                "stats": {k: v.as_dict() for k, v in stats[arm].items()},
+                "stats": {k: v.as_dict() for k, v in columns.items()},
                 "relative_change_vs_sft": rel,
                 f"{m}_loss_recovered": rec,
+                "diagnostics": {k: v.as_dict() for k, v in stats[arm].items() if k in DIAGNOSTICS},
             }
         )
     return rows

@@ -94,7 +94,8 @@ def test_nll_is_shown_in_nats_and_stays_out_of_relative_change_diagnostics():
     )
     sft = rows[1]
     assert fmt_stats(sft["stats"]["domain_nll"], "domain_nll") == "1.600 ± 0.141 [1.500-1.700]"
-    assert sft["stats"]["leak_domain"]["mean"] == pytest.approx(0.4)
+    assert sft["diagnostics"]["leak_domain"]["mean"] == pytest.approx(0.4)
+    assert set(sft["stats"]) == {"domain_nll"}  # diagnostics are no report column
     assert "leak_domain" not in sft["relative_change_vs_sft"]
 
 
