@@ -4,6 +4,10 @@ Every prompt is one user turn rendered with the model's own chat template
 (`add_generation_prompt=True`) and tokenised once here, so both engines see identical
 token ids. Decoding is greedy, so a score depends only on the weights and the prompts.
 
+Each answer comes with its finish reason (`Completion`): "stop" when the model ended it
+(an end token), "length" when `max_new_tokens` cut it. A cut answer fails instructions
+about its end or its length through the budget, not the model; IFEval reports the share.
+
 vLLM on CPU runs in float32 with `enforce_eager=True` (bf16 eager gave wrong text on
 CPU) and spawns worker processes: a script that uses it needs an
 `if __name__ == "__main__":` guard.
@@ -11,6 +15,7 @@ CPU) and spawns worker processes: a script that uses it needs an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,8 +23,18 @@ from raft_distill.errors import DistillError
 from raft_distill.vllm_engine import cpu_defaults, require_vllm, shutdown
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One greedy answer and why it ended: "stop" (an end token) or "length" (the budget)."""
+
+    text: str
+    finish_reason: str
+
+
 class Generator(Protocol):
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]: ...
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[Completion]: ...
 
     def close(self) -> None: ...
 
@@ -74,14 +89,31 @@ class TransformersGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        return [c.text for c in self.complete(prompts, max_new_tokens)]
+
+    def stop_ids(self) -> set[int]:
+        """The tokens `generate` stops at: the tokenizer's eos and the generation config's."""
+        config_eos = getattr(self.lm.generation_config, "eos_token_id", None)
+        ids = config_eos if isinstance(config_eos, list) else [config_eos]
+        return {int(i) for i in [self.tokenizer.eos_token_id, *ids] if i is not None}
+
+    def _finish(self, row: list[int], stops: set[int]) -> Completion:
+        """The answer before the first end token; "length" when there is none (the row ran
+        to max_new_tokens: HF pads a row only after its end token)."""
+        end = next((k for k, t in enumerate(row) if t in stops), None)
+        ids = row if end is None else row[:end]
+        text = str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+        return Completion(text, "length" if end is None else "stop")
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[Completion]:
         import torch
         from tqdm import tqdm
 
         encoded = [render_prompt(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out: list[str] = [""] * len(prompts)
+        out: list[Completion] = [Completion("", "stop")] * len(prompts)
         pad = int(self.tokenizer.pad_token_id)
-        eos = self.tokenizer.eos_token_id
+        stops = self.stop_ids()
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
@@ -103,9 +135,7 @@ class TransformersGenerator:
                     pad_token_id=pad,
                 )
             for j, row in enumerate(generated[:, width:].tolist()):
-                if eos in row:
-                    row = row[: row.index(eos)]
-                out[rows[j]] = str(self.tokenizer.decode(row, skip_special_tokens=True)).strip()
+                out[rows[j]] = self._finish(row, stops)
             bar.update(len(rows))
         bar.close()
         return out
@@ -146,12 +176,18 @@ class VLLMGenerator:
         )
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        return [c.text for c in self.complete(prompts, max_new_tokens)]
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[Completion]:
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         requests = [TokensPrompt(prompt_token_ids=render_prompt(self.tokenizer, p)) for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=self.progress)
-        return [o.outputs[0].text.strip() for o in outputs]
+        return [
+            Completion(o.outputs[0].text.strip(), str(o.outputs[0].finish_reason or "stop"))
+            for o in outputs
+        ]
 
     def close(self) -> None:
         """Stop the engine's worker processes now rather than at interpreter exit."""

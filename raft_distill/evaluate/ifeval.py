@@ -212,3 +212,44 @@ def score_ifeval(outcomes: list[IFEvalOutcome]) -> dict[str, float]:
             sum(sum(o.loose) for o in outcomes) / instructions if instructions else 0.0
         ),
     }
+
+
+# A prompt is "long" when its instructions need more text than the shipped budget (192 new
+# tokens, about 140 English words) can hold: at least 140 words, 10 sentences or 5
+# paragraphs. Such a prompt fails through the budget whatever the model.
+LONG_WORDS, LONG_SENTENCES, LONG_PARAGRAPHS = 140, 10, 5
+
+
+def is_long(item: IFEvalItem) -> bool:
+    """Whether any instruction of `item` asks for at least LONG_WORDS words, LONG_SENTENCES
+    sentences or LONG_PARAGRAPHS paragraphs."""
+    for instruction_id, kwargs in zip(item.instruction_id_list, item.kwargs, strict=True):
+        at_least = kwargs.get("relation") == "at least"
+        if instruction_id == "length_constraints:number_words" and at_least:
+            if int(kwargs.get("num_words") or 0) >= LONG_WORDS:
+                return True
+        if instruction_id == "length_constraints:number_sentences" and at_least:
+            if int(kwargs.get("num_sentences") or 0) >= LONG_SENTENCES:
+                return True
+        if instruction_id in (
+            "length_constraints:number_paragraphs",
+            "length_constraints:nth_paragraph_first_word",
+        ) and int(kwargs.get("num_paragraphs") or 0) >= LONG_PARAGRAPHS:
+            return True
+    return False
+
+
+def finish_metrics(
+    items: list[IFEvalItem], outcomes: list[IFEvalOutcome], reasons: list[str]
+) -> dict[str, float | int]:
+    """`cut_share`: answers the token budget cut ("length"); `n_long`: prompts asking for
+    more than the budget holds (`is_long`); the prompt-level accuracies over the others
+    (`*_fits`: what the model does where the budget is not the limit)."""
+    fits = [o for i, o in zip(items, outcomes, strict=True) if not is_long(i)]
+    n = len(fits)
+    return {
+        "cut_share": sum(r == "length" for r in reasons) / len(reasons) if reasons else 0.0,
+        "n_long": len(items) - n,
+        "prompt_level_strict_fits": sum(o.prompt_strict for o in fits) / n if n else 0.0,
+        "prompt_level_loose_fits": sum(o.prompt_loose for o in fits) / n if n else 0.0,
+    }

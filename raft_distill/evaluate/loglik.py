@@ -196,7 +196,7 @@ def item_rows(items: Sequence[MCItem], logliks: Sequence[Sequence[float]]) -> li
     for item, lls in zip(items, logliks, strict=True):
         pred, pred_norm = predictions(item, lls)
         acc, acc_norm = int(pred == item.gold), int(pred_norm == item.gold)
-        metric = TASKS[item.task].metric if item.task in TASKS else "acc"
+        metric = item.metric or (TASKS[item.task].metric if item.task in TASKS else "acc")
         rows.append(
             {
                 "task": item.task,
@@ -226,3 +226,12 @@ def mc_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         name = "by_task" if key == "correct" else f"{key}_by_task"
         metrics[name] = {t: sum(r[key] for r in rs) / len(rs) for t, rs in by_task.items()}
     return metrics
+
+
+def no_boolq_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """`accuracy_no_boolq`: the pooled accuracy without BoolQ (absent when every item is
+    BoolQ). BoolQ's two continuations are " no" / " yes": a shift in a small model's yes/no
+    preference moves it by tens of points (the base model scores 39.6, below the 62% "yes"
+    majority class) with no change in what the model knows."""
+    kept = [r["correct"] for r in rows if r["task"] != "boolq"]
+    return {"accuracy_no_boolq": sum(kept) / len(kept)} if kept else {}

@@ -15,6 +15,9 @@ numbers up to tokenisation details (see `loglik.py`):
 | mmlu | `Question: {q}\\nAnswer:` (cloze form, as OLMES's MMLU:cloze) | ` {choice}` | acc_norm |
 | medmcqa | `Question: {q}\\nAnswer:` (cloze form, as OLMES's medmcqa:rc) | ` {option}` | acc_norm |
 
+A user's own JSONL (`load_jsonl_items`: a question, a `choices` list and a `label`) is asked
+in the same cloze form as medmcqa, its task named after the file.
+
 MMLU is asked in cloze form rather than the harness's lettered form because a 135M model
 answers lettered MMLU at chance (25%), where nothing can be forgotten. Items are chosen
 per task by a seeded hash of their row index (`select`): the first k of a fixed random
@@ -47,6 +50,7 @@ class MCItem:
     choices: tuple[str, ...]
     gold: int
     delimiter: str = " "
+    metric: str = ""  # the headline: "acc" / "acc_norm"; "" = the packaged task's (TASKS)
 
     def continuations(self) -> list[str]:
         return [self.delimiter + c for c in self.choices]
@@ -182,6 +186,67 @@ def load_task(name: str) -> list[MCItem]:
     else:
         rows = [row for folder in _folders(task.folder) for row in read_arrow_folder(folder)]
     return [task.convert(name, i, row) for i, row in enumerate(rows)]
+
+
+def _label(value: Any, n_choices: int, where: str, field: str) -> int:
+    """A label as a 0-based index: an integer, or a letter A.. (case-insensitive)."""
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip().isalpha():
+        index = ord(value.strip().upper()) - ord("A")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        index = value
+    else:
+        raise DistillError(f"{where}: field '{field}' must be a 0-based index or a letter, got {value!r}")
+    if not 0 <= index < n_choices:
+        raise DistillError(f"{where}: field '{field}' = {value!r} names no choice of {n_choices}")
+    return index
+
+
+def jsonl_item(
+    row: Any, where: str, fields: tuple[str, str, str], task: str, metric: str
+) -> MCItem:
+    """One cloze item from a JSONL row (`fields`: question, choices, label field names)."""
+    q_field, c_field, l_field = fields
+    if not isinstance(row, dict):
+        raise DistillError(f"{where}: expected a JSON object")
+    missing = [f for f in fields if f not in row]
+    if missing:
+        raise DistillError(f"{where}: missing field(s) {', '.join(repr(m) for m in missing)}")
+    question, choices = row[q_field], row[c_field]
+    if not isinstance(question, str) or not question.strip():
+        raise DistillError(f"{where}: field '{q_field}' must be a non-empty string")
+    if not isinstance(choices, list) or len(choices) < 2 or not all(
+        isinstance(c, str) and c.strip() for c in choices
+    ):
+        raise DistillError(f"{where}: field '{c_field}' must be a list of 2+ non-empty strings")
+    gold = _label(row[l_field], len(choices), where, l_field)
+    item_id = str(row.get("id", where.rsplit(":", 1)[-1]))
+    context = f"Question: {question.strip()}\nAnswer:"
+    return MCItem(task, item_id, context, tuple(c.strip() for c in choices), gold, metric=metric)
+
+
+def load_jsonl_items(
+    path: Path,
+    limit: int | None = None,
+    fields: tuple[str, str, str] = ("question", "choices", "label"),
+    metric: str = "acc_norm",
+) -> list[MCItem]:
+    """The first `limit` rows of a user's multiple-choice JSONL as cloze items (task: the
+    file's stem; id: the row's `id`, else its line number); errors name file, line, field."""
+    if not path.is_file():
+        raise DistillError(f"multiple-choice file '{path}' does not exist")
+    items: list[MCItem] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if limit is not None and len(items) >= limit:
+                break
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DistillError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+            items.append(jsonl_item(row, f"{path}:{n}", fields, path.stem, metric))
+    return items
 
 
 def read_exclusions(path: Path) -> set[str]:

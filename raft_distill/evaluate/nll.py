@@ -11,11 +11,19 @@ and the score is the summed token NLL of the target (end token included, since t
 loss trains it) with its token count. Rows are right-padded and batched under a token
 budget (rows x longest row, as `loglik.batches`); the LM head runs only on the positions
 that predict a target token, in float32 (`head.head_logits`), without gradients.
+
+The `domain_nll` suite reads (question, answer) rows from a JSONL (`load_nll`) and reports
+`nll`, the mean over items of each item's mean token NLL (every question counts the same),
+and `nll_token_weighted`, summed NLL over summed tokens (long answers count more); nats,
+lower is better.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,3 +98,66 @@ def answer_nll(
         for i, total in zip(group, sums, strict=True):
             out[i] = (total, len(rows[i][1]))
     return out
+
+
+@dataclass(frozen=True)
+class NLLItem:
+    id: str
+    question: str
+    answer: str
+
+
+def load_nll(
+    path: str | Path,
+    limit: int | None = None,
+    question_field: str = "question",
+    answer_field: str = "answer",
+) -> list[NLLItem]:
+    """The first `limit` (question, answer) rows of a JSONL; id: the row's `id`, else the
+    question. Errors name the file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"NLL file '{path}' does not exist")
+    items: list[NLLItem] = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if limit is not None and len(items) >= limit:
+                break
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DistillError(f"{where}: not valid JSON ({err.msg})") from None
+            for key in (question_field, answer_field):
+                if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key]:
+                    raise DistillError(f"{where}: field '{key}' must be a non-empty string")
+            question = row[question_field]
+            items.append(NLLItem(str(row.get("id", question)), question, row[answer_field]))
+    return items
+
+
+def nll_rows(items: Sequence[NLLItem], scores: Sequence[tuple[float, int]]) -> list[dict[str, Any]]:
+    """Per item: id, question, summed NLL, target tokens and mean NLL per token."""
+    return [
+        {
+            "id": item.id,
+            "question": item.question,
+            "nll_sum": round(total, 6),
+            "tokens": n,
+            "nll": round(total / n, 6),
+        }
+        for item, (total, n) in zip(items, scores, strict=True)
+    ]
+
+
+def nll_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
+    """`nll`: mean of the items' mean token NLL; `nll_token_weighted`: summed NLL over
+    summed tokens; `items`: how many."""
+    tokens = sum(r["tokens"] for r in rows)
+    return {
+        "nll": sum(r["nll"] for r in rows) / len(rows) if rows else 0.0,
+        "nll_token_weighted": sum(r["nll_sum"] for r in rows) / tokens if tokens else 0.0,
+        "items": len(rows),
+    }

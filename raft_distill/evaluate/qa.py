@@ -2,7 +2,9 @@
 
 Both read JSON Lines with `question`, `answer_type` (number | span | choice) and `check`
 (the expected value); other fields (`answer`, `kind`, ...) are kept as metadata and
-`kind` breaks the accuracy down. Scoring is `answers.check_answer`, one bool per item.
+`kind` breaks the accuracy down. A suite may give a default `answer_type` for rows that
+lack one (the `seen` suite reads training rows, which carry `check` only). Scoring is
+`answers.check_answer`, one bool per item.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ class QAItem:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def load_qa(path: str | Path, limit: int | None = None) -> list[QAItem]:
-    """Read a QA suite; errors name the file, line and field."""
+def load_qa(
+    path: str | Path, limit: int | None = None, answer_type: str | None = None
+) -> list[QAItem]:
+    """Read a QA suite; errors name the file, line and field. `answer_type`: the check of
+    rows without an `answer_type` field (None: the field is required)."""
     path = Path(path)
     if not path.exists():
         raise DistillError(f"QA file '{path}' does not exist")
@@ -43,6 +48,10 @@ def load_qa(path: str | Path, limit: int | None = None) -> list[QAItem]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DistillError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise DistillError(f"{where}: expected a JSON object")
+            if answer_type is not None:
+                row.setdefault("answer_type", answer_type)
             for key in ("question", "answer_type", "check"):
                 if key not in row:
                     raise DistillError(f"{where}: missing field '{key}'")
