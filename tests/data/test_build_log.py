@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from raft_data.build import build
 from raft_data.cli import main
 from raft_data.config import PipelineConfig
-from raft_data.hub import local_files
+from raft_data.hub_plan import local_files
 from raft_data.log import LOGGER
 
 

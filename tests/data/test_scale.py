@@ -51,7 +51,7 @@ def test_streamed_input_equals_a_whole_read(tmp_path: Path, tiny_model_dir: Path
 
     import datasets
 
-    import raft_data.load
+    import raft_data.readers
 
     quoted = tmp_path / "multiline.csv"  # records over several lines: offsets are record starts
     with quoted.open("w", newline="", encoding="utf-8") as handle:
@@ -65,7 +65,7 @@ def test_streamed_input_equals_a_whole_read(tmp_path: Path, tiny_model_dir: Path
     hub_like = tmp_path / "hub_like"  # what load_dataset gives for a Hub id, here from local files
     hub_like.mkdir()
     pq.write_table(pq.read_table(groups), hub_like / "train.parquet")
-    monkeypatch.setattr(raft_data.load, "TABLE_BATCH", 2)
+    monkeypatch.setattr(raft_data.readers, "TABLE_BATCH", 2)
     inputs: list[tuple[Path, dict[str, str]]] = [
         (p, {}) for p in [src, groups, quoted, folder, *sorted(hostile.glob("*.jsonl")),
                           *sorted(hostile.glob("*.parquet")), *sorted(hostile.glob("*.csv"))]
