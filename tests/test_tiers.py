@@ -1,0 +1,41 @@
+"""The fast tier (`make test-fast`) leaves out model builds, fits and kill sweeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tiers import is_slow
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "markers", "fixtures"),
+    [
+        ("tests/distill/test_kill_resume.py::test_fit_resumes_exactly", [], ["tmp_path"]),
+        ("tests/data/test_kill_resume.py::test_build_resumes", [], []),
+        ("tests/data/test_build_real.py::test_real[vllm]", ["integration", "vllm"], []),
+        ("tests/distill/test_train.py::test_fit", [], ["tiny_model_dir", "tmp_path"]),
+        ("tests/distill/test_golden.py::test_three[sft]", [], ["tiny_teacher_dir"]),
+        ("tests/distill/test_head.py::test_heads_match_the_models_own_logits[scale]", [], []),
+    ],
+)
+def test_builds_fits_and_kill_sweeps_are_slow(nodeid, markers, fixtures):
+    assert is_slow(nodeid, markers, fixtures)
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "markers", "fixtures"),
+    [
+        ("tests/distill/test_loss.py::test_topk_kl[4]", [], ["tmp_path"]),
+        ("tests/distill/test_teacher_context.py::test_splice", ["parametrize"], ["smollm2_dir"]),
+    ],
+)
+def test_unit_tests_stay_fast(nodeid, markers, fixtures):
+    assert not is_slow(nodeid, markers, fixtures)
+
+
+def test_the_conftest_hook_marks_what_the_rule_says(request):
+    """Every test collected in this session carries `slow` exactly when `is_slow` says so."""
+    for item in request.session.items:
+        markers = {m.name for m in item.iter_markers()} - {"slow"}
+        wanted = is_slow(item.nodeid, markers, item.fixturenames)
+        assert (item.get_closest_marker("slow") is not None) == wanted, item.nodeid
