@@ -136,9 +136,10 @@ def read_domain(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def validation_mc_items(v: Validation) -> list[Any]:
-    """`v.mc_items` items per general MC task, chosen by `v.mc_seed` among the items the
-    report never scores: its own selection (`report_tasks` at `report_seed`, as
-    `mc_tasks.load_suite` makes it) and the training ids (`exclude`) are removed first."""
+    """`v.mc_items` items per general MC task (fewer where fewer are left: arc_challenge
+    has 299, the report takes 250), chosen by `v.mc_seed` among the items the report never
+    scores: its own selection (`report_tasks` at `report_seed`, as `mc_tasks.load_suite`
+    makes it) and the training ids (`exclude`) are removed first."""
     from raft_distill.evaluate.config import DEFAULT_MC_TASKS
     from raft_distill.evaluate.mc_tasks import load_suite, load_task, read_exclusions, select
 
@@ -149,11 +150,11 @@ def validation_mc_items(v: Validation) -> list[Any]:
     for task in v.mc_tasks or tuple(v.report_tasks) or tuple(DEFAULT_MC_TASKS):
         pool = [i for i in load_task(task) if i.id not in exclude and (i.task, i.id) not in report]
         chosen = select(pool, v.mc_items, v.mc_seed)
-        if len(chosen) < v.mc_items:
+        if not chosen:
             raise DistillError(
-                f"merge validation: task '{task}' has {len(chosen)} items left beside the "
-                f"report's {sum(1 for t, _ in report if t == task)}; lower the validation "
-                "items per task or the report's general_mc count"
+                f"merge validation: task '{task}' has no items left beside the report's "
+                f"{sum(1 for t, _ in report if t == task)}; lower the report's general_mc "
+                "count of it"
             )
         out.extend(chosen)
     return out
@@ -192,9 +193,11 @@ def choose_alpha(
         t0 = time.perf_counter()
         vector.set_alpha(model, alpha)
         nll, mc = score(model, tokenizer, domain, items, v.token_budget)
-        rows.append({"alpha": alpha, "domain_nll": round(nll, 6), "general_mc": mc})
+        seconds = round(time.perf_counter() - t0, 1)
+        rows.append({"alpha": alpha, "domain_nll": round(nll, 6), "general_mc": mc,
+                     "seconds": seconds})
         log(f"merge: alpha {alpha}: domain NLL {nll:.4f} nats/token, general MC {mc:.3f} "
-            f"({time.perf_counter() - t0:.0f} s)")
+            f"({seconds:.0f} s)")
     chosen = pick_alpha(rows)
     tasks: dict[str, int] = {}
     for item in items:

@@ -279,6 +279,11 @@ class ReplicateConfig(BaseModel):
         clash = lr_clash(self.arms, self.fit_overrides.get("train.lr"), "fit_overrides")
         if clash:
             raise ValueError(clash)
+        if not self.lora.merge_on_save:
+            raise ValueError(
+                "lora.merge_on_save: false leaves final/ without a full model, which the eval "
+                "(and a merge) loads; keep it true"
+            )
         return self
 
     def _posthoc_consistent(self, arm: str) -> None:

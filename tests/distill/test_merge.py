@@ -120,9 +120,12 @@ def test_validation_items_avoid_the_report_and_training_ids(tmp_path: Path):
     # without a report selection: the tasks given, nothing avoided but the training ids
     free = validation_mc_items(Validation(domain="u", mc_items=3, mc_tasks=("piqa",)))
     assert len(free) == 3 and {i.task for i in free} == {"piqa"}
-    # too few items left beside the report's: the error says what to lower
-    with pytest.raises(DistillError, match="'arc_challenge' has 49 items left"):
-        validation_mc_items(Validation(domain="u", mc_items=60, report_tasks={"arc_challenge": 250}))
+    # fewer left beside the report's than asked: what is left (arc_challenge: 299 - 250)
+    few = validation_mc_items(Validation(domain="u", mc_items=60, report_tasks={"arc_challenge": 250}))
+    assert len(few) == 49
+    # none left: the error says what to lower
+    with pytest.raises(DistillError, match="'arc_challenge' has no items left beside the report's 299"):
+        validation_mc_items(Validation(domain="u", report_tasks={"arc_challenge": None}))
 
 
 def _val_file(tmp_path: Path) -> Path:
@@ -177,7 +180,7 @@ def test_cli_chooses_alpha_avoiding_an_eval_configs_items(
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
     args = ["merge", "--base", str(tiny_model_dir), "--finetuned", str(tiny_teacher_dir),
             "--output", str(tmp_path / "m"), "--val", str(_val_file(tmp_path)), "--grid", "0,1",
-            "--mc-items", "9", "--eval-config", str(tmp_path / "eval.yaml")]
+            "--mc-items", "20", "--eval-config", str(tmp_path / "eval.yaml")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m" / REPORT_FILE).read_text())
@@ -185,8 +188,9 @@ def test_cli_chooses_alpha_avoiding_an_eval_configs_items(
     assert report["validation"]["report_tasks"] == {"arc_challenge": 290}
     assert report["validation"]["mc_items_by_task"] == {"arc_challenge": 9}  # 299 - 290
     assert report["validation"]["dtype"] == "bfloat16"
-    ten = CliRunner().invoke(main, [*args[:-4], "--mc-items", "10", "--eval-config",
-                                    str(tmp_path / "eval.yaml"), "--overwrite"])
-    assert ten.exit_code == 2 and "'arc_challenge' has 9 items left" in ten.output
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump(
+        {**ev, "suites": {"general_mc": {"tasks": {"arc_challenge": None}}}}))
+    none = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "all.yaml"), "--overwrite"])
+    assert none.exit_code == 2 and "'arc_challenge' has no items left" in none.output
     bad = CliRunner().invoke(main, [*args[:-2], "--grid", "0,2"])
     assert bad.exit_code == 2 and "alphas in [0, 1]" in bad.output

@@ -42,6 +42,7 @@ def test_baseline_arms_are_checked():
         msg = _err({**MIN, "fit_overrides": {key: 8}})
         assert f"'{key}'" in msg and "`lora` section" in msg
     assert "key 'lora.rank'" in _err({**MIN, "lora": {"rank": 8}})
+    assert "keep it true" in _err({**MIN, "lora": {"merge_on_save": False}})
     # an lr arm at the shared lr would be a second sft_raw
     msg = _err({**MIN, "arms": ["sft_raw", "sft_lr2e-4"], "fit_overrides": {"train.lr": 2e-4}})
     assert "arm sft_lr2e-4 trains at train.lr 0.0002" in msg and "fit_overrides" in msg
