@@ -107,6 +107,19 @@ class TeacherConfig(_Strict):
     max_context_tokens: int = Field(
         default=2048, gt=0, description="teacher context (template with y^ and x) token limit"
     )
+    engine: Literal["inprocess", "vllm"] = Field(
+        default="inprocess",
+        description="inprocess: the frozen model in every training process; vllm: its top-K from "
+        "a vLLM engine's prompt log-probs (teacher_vllm.py), so its weights leave training memory",
+    )
+    url: str | None = Field(
+        default=None,
+        description="with engine vllm: a `vllm serve <original model> --max-logprobs <top_k>` "
+        "server's base URL, e.g. http://10.0.0.2:8000; unset: a vLLM engine in this process",
+    )
+    request_retries: int = Field(
+        default=3, ge=0, description="a failed teacher request is retried this often, then the fit stops"
+    )
 
     @field_validator("template")
     @classmethod
@@ -115,6 +128,12 @@ class TeacherConfig(_Strict):
             if name not in value:
                 raise ValueError(f"teacher template must contain {name}")
         return value
+
+    @model_validator(mode="after")
+    def _url_needs_vllm(self) -> TeacherConfig:
+        if self.url is not None and self.engine != "vllm":
+            raise ValueError("teacher.url is read only with teacher.engine: vllm; set both")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -58,6 +58,7 @@ class FitRun:
     balance: EmaBalance | FixedBalance
     two_phase: bool  # EMA lambda in raft mode: g_SFT is kept apart until lambda is known
     vllm_synced_step: int | None = None  # the step whose weights the engine holds
+    teacher_engine: Any = None  # teacher.engine vllm: the engine giving the teacher's top-K
 
     @property
     def device(self) -> torch.device:
@@ -138,6 +139,7 @@ def build_run(cfg: FitConfig) -> FitRun:
     data, total_steps = build_data(cfg, tokenizer)
     peft, model = build_student(cfg, lm, teacher_model, accelerator.device)
     vllm = open_vllm(cfg, accelerator)
+    teacher_engine = open_teacher_engine(cfg)
     model, optimizer = build_optimizer(cfg, model, accelerator)
     scheduler = build_scheduler(cfg, optimizer, total_steps, accelerator)
     balance, two_phase = build_balance(cfg)
@@ -163,6 +165,7 @@ def build_run(cfg: FitConfig) -> FitRun:
         scheduler=scheduler,
         balance=balance,
         two_phase=two_phase,
+        teacher_engine=teacher_engine,
     )
 
 
@@ -300,6 +303,9 @@ def load_models(cfg: FitConfig) -> tuple[Any, Any, Any]:
             )
     else:
         log.info("teacher: a frozen copy of the student's starting weights (model.teacher unset)")
+    if cfg.teacher.engine == "vllm":
+        log.info("teacher.engine vllm: the teacher's weights stay out of this process")
+        return tokenizer, student, None
     teacher_model = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32)
     teacher_model.requires_grad_(False)
     teacher_model.eval()
@@ -486,3 +492,20 @@ def build_balance(cfg: FitConfig) -> tuple[EmaBalance | FixedBalance, bool]:
             f"EMA, beta {loss.ema_beta}" if two_phase else f"fixed {loss.lambda_}",
         )
     return balance, two_phase
+
+
+def open_teacher_engine(cfg: FitConfig) -> Any:
+    """With `teacher.engine: vllm` and a KL term: a served teacher at `teacher.url` (checked
+    now: a server that is down fails before training), else a vLLM engine in this process.
+    Its max-logprobs is loss.top_k: it returns the same top-K the in-process teacher keeps."""
+    if cfg.teacher.engine != "vllm" or cfg.loss.mode not in ("raft", "on-policy"):
+        return None
+    from raft_distill.teacher_vllm import InprocessEngine, ServedEngine
+
+    if cfg.teacher.url is not None:
+        log.info("teacher: served by vLLM at %s (top-%d prompt log-probs)", cfg.teacher.url, cfg.loss.top_k)
+        return ServedEngine(cfg.teacher.url, cfg.loss.top_k, retries=cfg.teacher.request_retries)
+    path = str(resolve_model_path(cfg.teacher_name))
+    log.info("teacher: a vLLM engine in this process on %s (top-%d prompt log-probs)", path, cfg.loss.top_k)
+    longest = cfg.teacher.max_context_tokens + cfg.rollout.max_new_tokens
+    return InprocessEngine(path, cfg.loss.top_k, max_model_len=longest, dtype="auto")

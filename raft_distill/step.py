@@ -31,6 +31,7 @@ from raft_distill import lora, rollout, teacher
 from raft_distill.data import Example, step_indices
 from raft_distill.loss import kl_sequence_sum, topk_forward_kl, topk_mass
 from raft_distill.run_setup import FitRun
+from raft_distill.teacher_vllm import score_with_engine
 
 
 @dataclass
@@ -173,6 +174,8 @@ def teacher_scores(run: FitRun, batch: list[Example], z: list[list[int]]) -> tea
     """Phase 2: the frozen teacher's top-K logits (and logsumexp) at each position of z,
     read after its context (y^ and x, or x alone in on-policy mode)."""
     cfg = run.cfg.loss
+    if run.teacher_engine is not None:  # teacher.engine vllm (teacher_vllm.py)
+        return score_with_engine(run.teacher_engine, [e.teacher_ids for e in batch], z, cfg.top_k)
     packed = teacher.pack([e.teacher_ids for e in batch], z, run.pad_id)
     base = run.teacher_model is None  # LoRA: the student's base, adapters disabled
     frozen = lora.adapters_off(run.peft) if base else contextlib.nullcontext(run.teacher_model)

@@ -140,6 +140,9 @@ class Trainer:
         if self.parts.vllm is not None:
             self.parts.vllm.close()
             self.parts.vllm = None
+        if self.parts.teacher_engine is not None:
+            self.parts.teacher_engine.close()
+            self.parts.teacher_engine = None
 
     def train_step(self, step_index: int) -> dict[str, Any]:
         """One optimizer step (`step.train_step`); returns its metrics row."""

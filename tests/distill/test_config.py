@@ -48,3 +48,13 @@ def test_fixed_lambda_and_overrides(tmp_path: Path):
         load_config(path, ["train.max_steps"])
     with pytest.raises(DistillError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_teacher_url_needs_the_vllm_engine():
+    with pytest.raises(DistillError, match="teacher.url is read only with teacher.engine: vllm"):
+        config_from_dict({"data": {"path": "x"}, "teacher": {"url": "http://127.0.0.1:8000"}})
+    cfg = config_from_dict(
+        {"data": {"path": "x"}, "teacher": {"engine": "vllm", "url": "http://127.0.0.1:8000"}}
+    )
+    assert cfg.teacher.engine == "vllm" and cfg.teacher.url == "http://127.0.0.1:8000"
+    assert config_from_dict({"data": {"path": "x"}}).teacher.engine == "inprocess"

@@ -9,6 +9,7 @@ and served (`vllm serve` on the loopback interface, its OpenAI-compatible comple
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -170,3 +171,35 @@ def test_served_engine_matches_the_inprocess_teacher(served_teacher: str, smollm
         _assert_matches_inprocess(engine, smollm2_dir)
     finally:
         engine.close()
+
+
+@pytest.mark.integration
+@pytest.mark.vllm
+@needs_vllm
+def test_a_fit_with_the_served_teacher_matches_the_inprocess_fit(
+    served_teacher: str, smollm2_dir: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """Three steps on SmolLM2-135M, greedy rollouts (the same trajectories while the
+    students agree): every loss within TOL-sized relative error, and the teacher's weights
+    never loaded in the training process."""
+    from raft_distill.config import config_from_dict
+    from raft_distill.train import Trainer, fit
+    from tests.distill.helpers import tiny_config
+
+    runs = {}
+    for name, teacher_cfg in (("inprocess", {}), ("served", {"engine": "vllm", "url": served_teacher})):
+        out = tmp_path / name
+        raw = tiny_config(
+            smollm2_dir, tiny_dataset, out, teacher=teacher_cfg, loss={"top_k": TOP_K},
+            rollout={"temperature": 0.0, "max_new_tokens": 6}, train={"max_steps": 3, "lr": 1e-4},
+        )
+        if name == "served":
+            trainer = Trainer(config_from_dict(raw))
+            assert trainer.parts.teacher_model is None and trainer.parts.teacher_engine is not None
+            trainer.close()
+        fit(config_from_dict(raw))
+        runs[name] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(runs["inprocess"], runs["served"], strict=True):
+        assert a["trajectory_tokens"] == b["trajectory_tokens"]
+        for key in ("loss", "loss_sft", "loss_kl", "topk_mass"):
+            assert a[key] == pytest.approx(b[key], rel=TOL, abs=TOL), key
