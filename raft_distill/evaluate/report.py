@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_distill.evaluate.config import MC_SUITES
-from raft_distill.evaluate.stats import N_BOOT, bootstrap_ci, compare, describe, format_p
+from raft_distill.evaluate.stats import ALPHA, N_BOOT, bootstrap_ci, compare, describe, format_p
 
 # (suite, metric key, column title) of the summary table, in order.
 HEADLINE = (
@@ -27,16 +27,28 @@ HEADLINE = (
     ("general", "accuracy", "general acc"),
     ("general", "judge_accuracy", "general judge"),
     ("domain_mc", "accuracy", "domain MC acc"),
+    ("domain_nll", "nll", "domain NLL"),
+    ("seen", "accuracy", "seen acc"),
     ("general_mc", "accuracy", "general MC acc"),
     ("ifeval", "prompt_level_strict", "IFEval prompt strict"),
     ("ifeval", "instruction_level_strict", "IFEval inst strict"),
     ("ifeval", "prompt_level_loose", "IFEval prompt loose"),
     ("ifeval", "instruction_level_loose", "IFEval inst loose"),
 )
+# metrics that are not fractions: printed as numbers (nats, counts), never as percent
+NOT_FRACTIONS = frozenset({"nll", "nll_token_weighted", "items", "leak_count", "n_long"})
+NATS = frozenset({"nll", "nll_token_weighted"})  # lower is better
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def _fmt(key: str, value: float) -> str:
+    """A metric as the tables print it: percent for fractions, else the number itself."""
+    if key not in NOT_FRACTIONS:
+        return _pct(value)
+    return f"{value:.3f}" if key in NATS else f"{value:g}"
 
 
 def _score(values: Sequence[float], weights: Sequence[float] | None = None) -> dict[str, Any]:
@@ -49,21 +61,43 @@ def item_scores(suite: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     QA and multiple choice: 1/0 per item (`accuracy`). IFEval: per prompt, 1/0 for the
     prompt level and the share of passed instructions, weighted by the number of
     instructions, for the instruction level (weighted mean = IFEval's pooled share).
+    Generated suites: 1/0 per response for `leak`. general_mc: `accuracy_no_boolq`, BoolQ
+    items weighted 0. domain_nll: each item's mean token NLL, weight 1 (`nll`) and weighted
+    by its tokens (`nll_token_weighted`: the weighted mean is summed NLL / summed tokens).
     """
+    if suite == "domain_nll":
+        nll = [r["nll"] for r in rows]
+        scores = {
+            "nll": _score(nll, [1] * len(rows)),
+            "nll_token_weighted": _score(nll, [r["tokens"] for r in rows]),
+        }
+        return {"ids": [str(r["id"]) for r in rows], "scores": scores}
     if suite == "ifeval":
-        sizes = [len(r["strict"]) for r in rows]
-        scores = {}
-        for mode in ("strict", "loose"):
-            scores[f"prompt_level_{mode}"] = _score([int(all(r[mode])) for r in rows])
-            scores[f"instruction_level_{mode}"] = _score(
-                [round(sum(r[mode]) / len(r[mode]), 6) for r in rows], sizes
-            )
-        return {"ids": [str(r["key"]) for r in rows], "scores": scores}
-    if suite in MC_SUITES:
+        ids = [str(r["key"]) for r in rows]
+        scores = _ifeval_scores(rows)
+    elif suite in MC_SUITES:
         ids = [f"{r['task']}/{r['id']}" for r in rows]
+        scores = {"accuracy": _score([int(r["correct"]) for r in rows])}
+        if suite == "general_mc" and any(r["task"] != "boolq" for r in rows):
+            weights = [int(r["task"] != "boolq") for r in rows]
+            scores["accuracy_no_boolq"] = _score([int(r["correct"]) for r in rows], weights)
     else:
         ids = [r["question"] for r in rows]
-    return {"ids": ids, "scores": {"accuracy": _score([int(r["correct"]) for r in rows])}}
+        scores = {"accuracy": _score([int(r["correct"]) for r in rows])}
+    if rows and "leak" in rows[0]:
+        scores["leak"] = _score([int(r["leak"]) for r in rows])
+    return {"ids": ids, "scores": scores}
+
+
+def _ifeval_scores(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    sizes = [len(r["strict"]) for r in rows]
+    scores = {}
+    for mode in ("strict", "loose"):
+        scores[f"prompt_level_{mode}"] = _score([int(all(r[mode])) for r in rows])
+        scores[f"instruction_level_{mode}"] = _score(
+            [round(sum(r[mode]) / len(r[mode]), 6) for r in rows], sizes
+        )
+    return scores
 
 
 def _ci(score: dict[str, Any], n_boot: int) -> list[float]:
@@ -90,12 +124,27 @@ def add_intervals(
 
 
 def _cell(data: dict[str, Any] | None, key: str) -> str:
-    """'34.1 [30.0, 38.2]' (percent, 95% interval when known), '-' when missing."""
+    """'34.1 [30.0, 38.2]' (percent, or nats for an NLL; 95% interval when known), '-' when
+    missing."""
     value = data["metrics"].get(key) if data else None
     if value is None:
         return "-"
     ci = (data or {}).get("ci95", {}).get(key)
-    return _pct(value) + (f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else "")
+    return _fmt(key, value) + (f" [{_fmt(key, ci[0])}, {_fmt(key, ci[1])}]" if ci else "")
+
+
+def _nats_sentence(name_b: str, name_a: str, what: str, c: dict[str, Any]) -> str:
+    """`stats.describe` for a difference in nats, where lower is better."""
+    d = c["diff"]
+    level = f"{100 * (1 - c.get('alpha', ALPHA)):.0f}%"
+    verdict = f"no significant difference at {level}"
+    if c["significant"]:
+        way = "higher" if d["estimate"] > 0 else "lower"
+        verdict = f"{name_b} significantly {way} at {level} (lower is better)"
+    return (
+        f"{what}: {name_b} - {name_a} = {d['estimate']:+.3f} nats [{d['low']:+.3f}, "
+        f"{d['high']:+.3f}] ({level} CI, n={d['n']}), {c['test']} p={format_p(c)}: {verdict}."
+    )
 
 
 def comparisons(
@@ -125,7 +174,9 @@ def comparisons(
                     "metric": key,
                     "title": title,
                     **result,
-                    "sentence": describe(other["model"], ref["model"], title, result),
+                    "sentence": (_nats_sentence if key in NATS else describe)(
+                        other["model"], ref["model"], title, result
+                    ),
                 }
             )
     return out
@@ -149,11 +200,11 @@ def model_markdown(result: dict[str, Any]) -> str:
                 for sub, sub_value in value.items():
                     lines.append(f"| {suite} | {metric}: {sub} | {_pct(sub_value)} | |")
             else:
-                lines.append(f"| {suite} | {metric} | {_pct(value)} | {n} |")
-    lines += ["", "95% bootstrap intervals over items (%):", ""]
+                lines.append(f"| {suite} | {metric} | {_fmt(metric, value)} | {n} |")
+    lines += ["", "95% bootstrap intervals over items (%; nats for an NLL):", ""]
     for suite, data in result["suites"].items():
         for metric, (low, high) in data.get("ci95", {}).items():
-            lines.append(f"- {suite} {metric}: [{_pct(low)}, {_pct(high)}]")
+            lines.append(f"- {suite} {metric}: [{_fmt(metric, low)}, {_fmt(metric, high)}]")
         for task, (low, high) in data.get("ci95_by_task", {}).items():
             lines.append(f"- {suite} {task}: [{_pct(low)}, {_pct(high)}]")
     lines += ["", "| suite | seconds | items |", "|---|---:|---:|"]
@@ -179,22 +230,23 @@ def summary_markdown(
     for r in results:
         cells = [_cell(r["suites"].get(suite), key) for suite, key, _ in columns]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
-    lines += ["", "Scores in %, [95% bootstrap interval over items]."]
+    lines += ["", "Scores in %, NLL in nats (lower is better), [95% bootstrap interval over items]."]
     comps = comparisons(results, reference, n_boot)
     if comps:
         lines += [
             "",
-            f"## Paired differences vs {comps[0]['reference']} (per item; points)",
+            f"## Paired differences vs {comps[0]['reference']} (per item; points, nats for NLL)",
             "",
             "| model | metric | difference [95% CI] | test | p | significant |",
             "|---|---|---:|---|---:|---|",
         ]
         for c in comps:
-            d = c["diff"]
+            d, scale = c["diff"], 1 if c["metric"] in NATS else 100
+            digits = 3 if c["metric"] in NATS else 1
             lines.append(
-                f"| {c['model']} | {c['title']} | {100 * d['estimate']:+.1f} "
-                f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] | {c['test']} | "
-                f"{format_p(c)} | {'yes' if c['significant'] else 'no'} |"
+                f"| {c['model']} | {c['title']} | {scale * d['estimate']:+.{digits}f} "
+                f"[{scale * d['low']:+.{digits}f}, {scale * d['high']:+.{digits}f}] | "
+                f"{c['test']} | {format_p(c)} | {'yes' if c['significant'] else 'no'} |"
             )
         lines += [""] + [f"- {c['sentence']}" for c in comps]
     return "\n".join(lines) + "\n"
