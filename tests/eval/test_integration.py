@@ -111,12 +111,18 @@ def test_vllm_engine_matches_transformers_greedy(tmp_path: Path, monkeypatch: py
         "max_new_tokens": 24,
         "suites": {"general": {"path": str(ROOT / "data/eval/general_qa.jsonl"), "limit": 4}},
     }
-    answers = {}
+    answers, reasons = {}, {}
     for engine in ("vllm", "transformers"):
         cfg = config_from_dict({**raw, "engine": engine, "output_dir": str(tmp_path / engine)})
         evaluate(cfg, log=lambda _: None)
         rows = (tmp_path / engine / "smollm2" / "general_responses.jsonl").read_text().splitlines()
         answers[engine] = [json.loads(r)["response"] for r in rows]
+        reasons[engine] = [json.loads(r)["finish_reason"] for r in rows]
     assert "Paris" in answers["vllm"][0]
-    same = sum(a == b for a, b in zip(answers["vllm"], answers["transformers"], strict=True))
-    assert same >= 3, answers
+    same = [a == b for a, b in zip(answers["vllm"], answers["transformers"], strict=True)]
+    assert sum(same) >= 3, answers
+    # the same answer ended the same way: by an end token, or cut at 24 tokens
+    assert set(reasons["vllm"]) <= {"stop", "length"}
+    assert [r for r, s in zip(reasons["vllm"], same, strict=True) if s] == [
+        r for r, s in zip(reasons["transformers"], same, strict=True) if s
+    ]
