@@ -221,6 +221,12 @@ class ReplicateConfig(BaseModel):
         description="keep each finished run's checkpoints/ (~2 GB each for 135M); final/ is kept",
     )
     output_dir: str = "runs/replicate"
+    prior_runs: str | None = Field(
+        default=None,
+        description="a folder written by `raft-distill replicate --export DIR` (an earlier run "
+        "without weights): models it holds with the same eval fingerprint are neither trained "
+        "nor evaluated again, and the report includes them (replicate/carry.py)",
+    )
 
     @field_validator("seeds")
     @classmethod

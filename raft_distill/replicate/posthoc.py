@@ -79,9 +79,10 @@ def run_posthoc(
     eval_cfg: EvalConfig,
     retrained: set[str],
     log: Log,
+    skip: frozenset[str] = frozenset(),
 ) -> set[str]:
     """Every post-hoc (arm, seed) not done before with the same settings and an unchanged
-    source; returns the eval names of the models (re)made."""
+    source, but those in `skip`; returns the eval names of the models (re)made."""
     from raft_distill.replicate.run import _read_json, _write_json, model_name
 
     validation = None
@@ -89,6 +90,8 @@ def run_posthoc(
         validation = merge_validation(cfg, eval_cfg)
     made: set[str] = set()
     for arm, seed in cfg.posthoc_runs():
+        if model_name(arm, seed) in skip:  # imported from prior_runs (carry.py)
+            continue
         source = cfg.source(arm)
         source_dir = cfg.run_dir(source, seed) / "final"
         out = cfg.run_dir(arm, seed)

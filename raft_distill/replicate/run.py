@@ -29,6 +29,7 @@ from raft_distill.config import config_from_dict as fit_config_from_dict
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.config import SUITES, EvalConfig, ModelEntry
 from raft_distill.evaluate.config import config_from_dict as eval_config_from_dict
+from raft_distill.replicate.carry import import_prior
 from raft_distill.replicate.config import (
     ARMS,
     LORA_ARMS,
@@ -223,6 +224,35 @@ def run_eval(
     return results
 
 
+def _import_prior(
+    cfg: ReplicateConfig, ecfg: EvalConfig,
+    entries: list[tuple[str, int | None, ModelEntry]], log: Log,
+) -> set[str]:
+    """Models carried from `prior_runs` (carry.py): their eval results and fit records are
+    copied in and their eval cache entries set; returns the names that need no fit, i.e.
+    the imported ones but a source a post-hoc arm still has to transform."""
+    if cfg.prior_runs is None:
+        return set()
+    prior, out = Path(cfg.prior_runs), Path(cfg.output_dir)
+    prior_cache = _read_json(prior / "eval_cache.json")
+    if prior_cache is None:
+        raise DistillError(
+            f"prior_runs {prior}: no eval_cache.json there; point it at a folder written by "
+            "`raft-distill replicate CONFIG --export DIR`"
+        )
+    wanted = {
+        e.name: (_fingerprint(ecfg, e), None if seed is None else cfg.run_dir(arm, seed).relative_to(out))
+        for arm, seed, e in entries
+    }
+    imported = import_prior(prior, out, wanted, prior_cache, log)
+    cache = _read_json(out / "eval_cache.json") or {}
+    _write_json(out / "eval_cache.json", {**cache, **imported})
+    needed = {
+        model_name(cfg.source(a), s) for a, s in cfg.posthoc_runs() if model_name(a, s) not in imported
+    }
+    return set(imported) - needed
+
+
 def _scores(result: dict[str, Any], ifeval_metric: str) -> dict[str, float]:
     return result_scores(result, ifeval_metric)
 
@@ -366,8 +396,9 @@ def replicate(cfg: ReplicateConfig, command: str, log: Log = print) -> dict[str,
         out / "replicate_config.json", {"command": command, **cfg.model_dump(mode="json")}
     )
 
-    retrained = run_fits(cfg, configs, log)
-    retrained |= run_posthoc(cfg, configs, ecfg, retrained, log)
+    skip = _import_prior(cfg, ecfg, entries, log)
+    retrained = run_fits(cfg, {k: v for k, v in configs.items() if model_name(*k) not in skip}, log)
+    retrained |= run_posthoc(cfg, configs, ecfg, retrained, log, skip=frozenset(skip))
     results = run_eval(cfg, models, retrained, log)
     report = build_report(cfg, entries, results, command, ecfg)
     plot(report, out / "report.png")
