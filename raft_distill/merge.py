@@ -25,7 +25,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,11 +174,13 @@ def score(lm: Any, tokenizer: Any, domain: tuple[list[str], list[str]], items: l
 
 def choose_alpha(
     model: Any, tokenizer_path: Path, vector: TaskVector, grid: Sequence[float],
-    v: Validation, log: Any = print,
+    v: Validation, log: Any = print, known: Mapping[float, dict[str, Any]] | None = None,
 ) -> tuple[float, list[dict[str, Any]], dict[str, Any]]:
     """Score every alpha of `grid` on `v` with the weights set in place (the model loaded
     once, moved to the GPU if there is one, in `v.dtype`); (chosen alpha, grid rows,
-    validation record). The model's weights are left at the last alpha scored."""
+    validation record). A row of `known` is taken as it is instead (alpha 0 is the base
+    alone: the same for every model fine-tuned from it). The model's weights are left at
+    the last alpha scored."""
     import torch
     from transformers import AutoTokenizer
 
@@ -190,6 +192,9 @@ def choose_alpha(
     model.to(device, getattr(torch, v.dtype)).eval()
     rows = []
     for alpha in sorted(grid):
+        if known and alpha in known:
+            rows.append({**known[alpha], "alpha": alpha})
+            continue
         t0 = time.perf_counter()
         vector.set_alpha(model, alpha)
         nll, mc = score(model, tokenizer, domain, items, v.token_budget)
@@ -237,10 +242,12 @@ def merge(
     validation: Validation | None = None,
     overwrite: bool = False,
     log: Any = print,
+    known: Mapping[float, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Interpolate `finetuned` toward its base into the HF folder `output` (the fine-tuned
     model's tokenizer and dtype, `merge_report.json` beside the weights): at `alpha`, or,
-    when it is None, at the alpha `choose_alpha` picks over `grid` on `validation`."""
+    when it is None, at the alpha `choose_alpha` picks over `grid` on `validation`
+    (`known`: grid rows scored before, see `choose_alpha`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -276,7 +283,7 @@ def merge(
     }
     if alpha is None:
         assert validation is not None
-        chosen, rows, info = choose_alpha(model, ft_path, vector, grid, validation, log)
+        chosen, rows, info = choose_alpha(model, ft_path, vector, grid, validation, log, known)
         report.update(alpha=chosen, grid=rows, validation=info)
         model.to("cpu", saved_dtype)
     vector.set_alpha(model, float(report["alpha"]))

@@ -57,7 +57,7 @@ def expected(
 
 def transform(
     cfg: ReplicateConfig, arm: str, base: str, source_dir: Path, out: Path,
-    validation: Validation | None, log: Log,
+    validation: Validation | None, log: Log, known: dict[float, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Prune or merge `source_dir` into `out`; what replicate_fit.json records of it."""
     from raft_distill import merge, prune
@@ -69,8 +69,18 @@ def transform(
         return {"kept_fraction": report["kept_fraction"]}
     log(f"[{arm}] WiSE-FT on {source_dir}, alpha over {cfg.merge.grid} -> {out}")
     report = merge.merge(base, str(source_dir), out, grid=cfg.merge.grid,
-                         validation=validation, overwrite=True, log=log)
+                         validation=validation, overwrite=True, log=log, known=known)
     return {"alpha": report["alpha"]}
+
+
+def base_row(report: dict[str, Any], source_dir: Path) -> dict[float, dict[str, Any]]:
+    """{0.0: the alpha-0 grid row} of a merge report (the base's scores: the same for every
+    merge from that base with the same validation), marked with the model it was scored
+    for; {} when the grid has no 0."""
+    row = next((r for r in report.get("grid") or [] if r["alpha"] == 0.0), None)
+    if row is None:
+        return {}
+    return {0.0: {"reused_from": str(source_dir), **row}}
 
 
 def run_posthoc(
@@ -89,6 +99,7 @@ def run_posthoc(
     if any(POSTHOC_ARMS[a][0] == "merge" for a, _ in cfg.posthoc_runs()):
         validation = merge_validation(cfg, eval_cfg)
     made: set[str] = set()
+    known: dict[str, dict[float, dict[str, Any]]] = {}  # base -> its alpha-0 row, once scored
     for arm, seed in cfg.posthoc_runs():
         if model_name(arm, seed) in skip:  # imported from prior_runs (carry.py)
             continue
@@ -101,17 +112,19 @@ def run_posthoc(
         stamp = (cfg.run_dir(source, seed) / "summary.json").stat().st_mtime_ns
         done = _read_json(out / "final" / report_file) or {}
         info = _read_json(out / "replicate_fit.json") or {}
-        if (
-            model_name(source, seed) not in retrained
-            and {k: done.get(k) for k in fields} == fields
-            and info.get("source_stamp") == stamp
-        ):
+        same = {k: done.get(k) for k in fields} == fields
+        base = configs[(source, seed)].model.student
+        if same and POSTHOC_ARMS[arm][0] == "merge" and done.get("base") == base:
+            known[base] = known.get(base) or base_row(done, source_dir)
+        if model_name(source, seed) not in retrained and same and info.get("source_stamp") == stamp:
             log(f"[{arm} seed {seed}] made before, skipped ({out}/final)")
             continue
         (out / "replicate_fit.json").unlink(missing_ok=True)
         start = time.perf_counter()
-        base = configs[(source, seed)].model.student
-        record = transform(cfg, arm, base, source_dir, out / "final", validation, log)
+        record = transform(cfg, arm, base, source_dir, out / "final", validation, log,
+                           known.get(base))
+        if POSTHOC_ARMS[arm][0] == "merge" and not known.get(base):
+            known[base] = base_row(_read_json(out / "final" / report_file), source_dir)
         seconds = time.perf_counter() - start
         key = "pruned_from" if POSTHOC_ARMS[arm][0] == "prune" else "merged_from"
         _write_json(out / "replicate_fit.json", {

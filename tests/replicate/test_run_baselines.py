@@ -87,6 +87,11 @@ def test_baseline_arms_end_to_end(replicate_files: dict[str, Any], monkeypatch: 
     assert calls == {"fit": ["sft_raw/seed1"], "merge": ["sft_merge/seed1"],
                      "eval": ["sft_raw-seed1", "sft_merge-seed1"]}
     assert next(r for r in report["arms"] if r["arm"] == "sft_merge")["seeds"] == [0, 1]
+    # alpha 0 is the base alone: seed 1's merge takes seed 0's score instead of rescoring it
+    grids = [json.loads((out / f"sft_merge/seed{s}/final/merge_report.json").read_text())["grid"]
+             for s in (0, 1)]
+    assert grids[1][0] == {"reused_from": str(out / "sft_raw/seed0/final"), **grids[0][0]}
+    assert "reused_from" not in grids[1][1] and grids[1][1] != grids[0][1]
 
     # a rerun does nothing; a new merge grid redoes the merges and their evaluation only
     calls = _spy(monkeypatch)
@@ -96,3 +101,5 @@ def test_baseline_arms_end_to_end(replicate_files: dict[str, Any], monkeypatch: 
     replicate(cfg, "fourth", log=lambda _: None)
     assert calls == {"fit": [], "merge": ["sft_merge/seed0", "sft_merge/seed1"],
                      "eval": ["sft_merge-seed0", "sft_merge-seed1"]}
+    grid = json.loads((out / "sft_merge/seed1/final/merge_report.json").read_text())["grid"]
+    assert [r["alpha"] for r in grid] == [0.0, 0.5, 1.0] and "reused_from" in grid[0]
