@@ -230,6 +230,14 @@ ABLATION_PAIRS: list[tuple[str, str, str]] = [
     ("raft_fixed_0.1", "raft_ema", "fixed lambda 0.1 vs the EMA balance"),
     ("raft_fixed_1.0", "raft_ema", "fixed lambda 1.0 vs the EMA balance"),
     ("raft_ema_plain", "raft_ema", "teacher format: the paper's plain layout vs the chat one"),
+    ("raft_ema_guard", "raft_ema", "the leak fix: a teacher told not to mention the reference"),
+    ("raft_merge", "raft_ema", "does merging back with the original add to RAFT?"),
+    ("sft_merge", "raft_ema", "SFT merged back vs RAFT: the cheap recipe against the method"),
+    ("fapm", "raft_ema", "SFT pruned (FAPM) vs RAFT"),
+    ("lora_raft", "lora_sft", "RAFT vs SFT under LoRA"),
+    ("lora_sft", "raft_ema", "LoRA SFT vs full RAFT: learning less to forget less"),
+    ("sft_lr5e-5", "raft_ema", "SFT at a 10x lower lr vs RAFT"),
+    ("sft_lr2e-4", "raft_ema", "SFT at a 2.5x lower lr vs RAFT"),
 ]
 
 
