@@ -222,6 +222,14 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = Field(
         default=False, description="recompute activations in backward: less memory, more compute"
     )
+    student_pass: Literal["auto", "joint", "separate"] = Field(
+        default="auto",
+        description="raft mode: joint = one student forward/backward over [x, y^, z] packed "
+        "(x read once; raft_distill/joint.py) wherever it applies (lambda fixed, or the EMA "
+        "with one micro-batch per process; no sliding window narrower than a packed row); "
+        "separate = an SFT pass, then a KL pass; auto = joint on CPU (its speed on GPUs, "
+        "where a custom mask rules out flash attention, is not measured), separate elsewhere",
+    )
     fsdp: bool = Field(
         default=False,
         description="shard the student with FSDP2 (torch fully_shard) over the processes "

@@ -29,6 +29,7 @@ import torch
 
 from raft_distill import lora, rollout, teacher
 from raft_distill.data import Example, step_indices
+from raft_distill.joint import JointPacked, joint_supported, pack_joint
 from raft_distill.loss import kl_sequence_sum, topk_forward_kl, topk_mass
 from raft_distill.run_setup import FitRun
 from raft_distill.teacher_vllm import score_with_engine
@@ -40,8 +41,15 @@ class StepTimes:
 
     rollout: float = 0.0
     teacher: float = 0.0
-    student: float = 0.0
+    student_sft: float = 0.0  # the SFT pass (the passes apart)
+    student_kl: float = 0.0  # the KL pass (the passes apart)
+    student_joint: float = 0.0  # one pass for both (`joint_backward`)
     optimizer: float = 0.0
+
+    @property
+    def student(self) -> float:
+        """All of the student's forward and backward passes."""
+        return self.student_sft + self.student_kl + self.student_joint
 
 
 @dataclass
@@ -86,8 +94,10 @@ class StepResult:
 
 @contextlib.contextmanager
 def timed(times: StepTimes, name: str) -> Iterator[None]:
+    """Adds the block's seconds to `times.<name>`; in a profiler's trace it is the range
+    `raft_distill.<phase>` (each student pass: `raft_distill.student`)."""
     start = time.perf_counter()
-    with torch.profiler.record_function(f"raft_distill.{name}"):  # phases in a profiler's trace
+    with torch.profiler.record_function(f"raft_distill.{name.partition('_')[0]}"):
         yield
     setattr(times, name, getattr(times, name) + time.perf_counter() - start)
 
@@ -101,11 +111,15 @@ def train_step(run: FitRun, step: int) -> StepResult:
     micro = [examples[j : j + size] for j in range(0, len(examples), size)]
     trajectories = rollout_trajectories(run, step, examples, times) if run.use_kl else []
     counts = count_step(run, examples, trajectories)
-    sft_sum = sft_backward(run, micro, counts.sft_tokens, times) if run.use_sft else 0.0
-    stash = set_aside_sft_gradients(run) if run.two_phase else None
-    kl = KLSums()
-    if run.use_kl:
-        kl = kl_backward(run, micro, trajectories, counts.sequences, times)
+    ema_lam, stash = None, None  # the joint pass knows the EMA lambda before its backward
+    if use_joint_pass(run, micro, trajectories):
+        sft_sum, kl, ema_lam = joint_backward(run, micro, trajectories, counts, times)
+    else:
+        sft_sum = sft_backward(run, micro, counts.sft_tokens, times) if run.use_sft else 0.0
+        stash = set_aside_sft_gradients(run) if run.two_phase else None
+        kl = KLSums()
+        if run.use_kl:
+            kl = kl_backward(run, micro, trajectories, counts.sequences, times)
     sft_total, *kl_totals = run.reduce_sum(
         [sft_sum, kl.kl, kl.mass, kl.positions, kl.first, kl.rest, kl.n_first]
     )
@@ -113,7 +127,7 @@ def train_step(run: FitRun, step: int) -> StepResult:
     loss_sft = sft_total / counts.sft_tokens if run.use_sft else None
     loss_kl = kl.kl / counts.sequences if run.use_kl else None
     with timed(times, "optimizer"):
-        lam = balance_gradients(run, loss_sft, loss_kl, stash)
+        lam = ema_lam if ema_lam is not None else balance_gradients(run, loss_sft, loss_kl, stash)
         grad_norm, lr = optimizer_step(run)
     elapsed = time.perf_counter() - started
     return StepResult(step, loss_sft, loss_kl, lam, grad_norm, lr, counts, kl, times, elapsed)
@@ -201,7 +215,7 @@ def kl_backward(
         start += len(batch)
         with timed(times, "teacher"):
             scores = teacher_scores(run, batch, z)
-        with timed(times, "student"):
+        with timed(times, "student_kl"):
             _kl_micro_batch(run, batch, z, scores, j == len(micro) - 1, factor, sums)
     return sums
 
@@ -218,12 +232,89 @@ def _kl_micro_batch(
         kl_tok = topk_forward_kl(scores.topk_values, v_k, temperature)
         kl_part = kl_sequence_sum(kl_tok, packed.weight.to(run.device), temperature)
         run.accelerator.backward(kl_part * factor)
-    sums.kl += float(kl_part.detach())
+    _add_kl_sums(sums, float(kl_part.detach()), kl_tok.detach(), scores, packed.first.to(run.device))
+
+
+def use_joint_pass(run: FitRun, micro: list[list[Example]], z_all: list[list[int]]) -> bool:
+    """One student pass for both terms (`joint_backward`): raft mode; `train.student_pass`
+    joint, or auto on a CPU; lambda known before the backward (fixed, or the EMA with one
+    micro-batch per process); every layer of the model sees a whole packed row."""
+    setting = run.cfg.train.student_pass
+    if not (run.use_sft and run.use_kl) or setting == "separate":
+        return False
+    if (setting == "auto" and run.device.type != "cpu") or (run.two_phase and len(micro) > 1):
+        return False
+    examples = [e for batch in micro for e in batch]
+    longest = max(
+        len(e.prompt_ids) + len(e.target_ids) + len(z) for e, z in zip(examples, z_all, strict=True)
+    )
+    return joint_supported(run.student_lm().config, longest)
+
+
+def joint_backward(
+    run: FitRun, micro: list[list[Example]], z_all: list[list[int]], counts: StepCounts,
+    times: StepTimes,
+) -> tuple[float, KLSums, float | None]:
+    """Phases 3 and 4 in one student pass per micro-batch (`joint.py`): teacher scores,
+    one forward over the packed [x, y^, z] segments giving the CE sum and the K logits, and
+    one backward of CE * world / n_tok + lambda * KL * world / n_seq. With the EMA (one
+    micro-batch per process) lambda comes from this step's losses summed over processes
+    between the forward and the backward: the EMA lambda is returned, else None.
+    Returns this process's CE sum and KL sums as well."""
+    scale, sums, sft_sum, ema_lam = float(run.world), KLSums(), 0.0, None
+    lam = run.balance.lam
+    start = 0
+    for j, batch in enumerate(micro):
+        z = z_all[start : start + len(batch)]
+        start += len(batch)
+        with timed(times, "teacher"):
+            scores = teacher_scores(run, batch, z)
+        with timed(times, "student_joint"), run.grad_sync(j == len(micro) - 1):
+            packed = pack_joint([e.prompt_ids for e in batch], [e.target_ids for e in batch], z, run.pad_id)
+            ce_sum, kl_part, kl_tok = _joint_forward(run, packed, scores)
+            if run.two_phase:
+                total_ce, total_kl = run.reduce_sum([float(ce_sum.detach()), float(kl_part.detach())])
+                lam = ema_lam = run.balance.update(total_ce / counts.sft_tokens, total_kl / counts.sequences)
+            weighted = ce_sum * (scale / counts.sft_tokens) + kl_part * (lam * scale / counts.sequences)
+            run.accelerator.backward(weighted)
+        sft_sum += float(ce_sum.detach())
+        _add_kl_sums(sums, float(kl_part.detach()), kl_tok.detach(), scores, packed.kl.first.to(run.device))
+    return sft_sum, sums, ema_lam
+
+
+def _joint_forward(
+    run: FitRun, packed: JointPacked, scores: teacher.TeacherScores
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(CE sum on y^, T^2 sum_i (1/L_i) sum_t KL_t on z, per-position KL) from one forward."""
+    temperature = run.cfg.loss.temperature
+    d = run.device
+    with torch.autocast(device_type=d.type, dtype=torch.bfloat16, enabled=run.bf16):
+        ce_sum, v_k = run.model(
+            input_ids=packed.input_ids.to(d),
+            attention_mask=packed.attention_mask.to(d),
+            position_ids=packed.position_ids.to(d),
+            batch_index=packed.sft.batch_index.to(d),
+            position_index=packed.sft.position_index.to(d),
+            kl_batch_index=packed.kl.batch_index.to(d),
+            kl_position_index=packed.kl.position_index.to(d),
+            targets=packed.sft.targets.to(d),
+            topk_ids=scores.topk_ids,
+            kind="joint",
+        )
+    kl_tok = topk_forward_kl(scores.topk_values, v_k, temperature)
+    return ce_sum, kl_sequence_sum(kl_tok, packed.kl.weight.to(d), temperature), kl_tok
+
+
+def _add_kl_sums(
+    sums: KLSums, kl_part: float, kl_tok: torch.Tensor, scores: teacher.TeacherScores,
+    at_first: torch.Tensor,
+) -> None:
+    """A micro-batch's KL, top-K mass and first-position figures added to `sums`."""
+    sums.kl += kl_part
     sums.mass += float(topk_mass(scores.topk_values, scores.logsumexp).sum())
     sums.positions += int(kl_tok.numel())
-    at_first = packed.first.to(run.device)
-    sums.first += float(kl_tok.detach()[at_first].sum())
-    sums.rest += float(kl_tok.detach()[~at_first].sum())
+    sums.first += float(kl_tok[at_first].sum())
+    sums.rest += float(kl_tok[~at_first].sum())
     sums.n_first += int(at_first.sum())
 
 
@@ -232,7 +323,7 @@ def sft_backward(run: FitRun, micro: list[list[Example]], n_tok: float, times: S
     (sum / the step's target tokens). Returns this process's CE sum."""
     scale = float(run.world)  # DDP/FSDP average gradients over processes
     sft_sum = 0.0
-    with timed(times, "student"):
+    with timed(times, "student_sft"):
         for j, batch in enumerate(micro):
             packed, _ = run.sft_inputs(batch)
             with run.grad_sync(j == len(micro) - 1):

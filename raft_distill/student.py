@@ -5,7 +5,10 @@ backbone and ends in a loss head, with lm_head used inside it (FSDP only unshard
 during a wrapped forward):
 - kind="kl": the student's logits v_K at the teacher's top-K ids for every z position,
   as h . W[ids]^T (`loss.gathered_logits`);
-- kind="sft": the summed token cross-entropy of the SFT target (`loss.chunked_ce_sum`).
+- kind="sft": the summed token cross-entropy of the SFT target (`loss.chunked_ce_sum`);
+- kind="joint": both from one backbone pass over rows packed by `joint.pack_joint` (its
+  4D mask and position ids): the CE sum at (batch_index, position_index) and the K logits
+  at (kl_batch_index, kl_position_index).
 Both add lm_head's bias and apply the model's own logit post-processing (`head.py`), so
 they are the logits the model's forward would return.
 """
@@ -39,9 +42,15 @@ class StudentScorer(nn.Module):
         kind: str,
         targets: Tensor | None = None,
         topk_ids: Tensor | None = None,
-    ) -> Tensor:
+        position_ids: Tensor | None = None,
+        kl_batch_index: Tensor | None = None,
+        kl_position_index: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         hidden = backbone(self.lm)(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
         ).last_hidden_state
         h = hidden[batch_index, position_index]
         weight = self.lm.get_output_embeddings().weight
@@ -52,6 +61,11 @@ class StudentScorer(nn.Module):
         if kind == "kl":
             assert topk_ids is not None
             return gathered_logits(h, weight, topk_ids, self.chunk, bias, self.post)
+        if kind == "joint":
+            assert targets is not None and topk_ids is not None
+            h_kl = hidden[kl_batch_index, kl_position_index]
+            ce = chunked_ce_sum(h, weight, targets, self.chunk, bias, self.post)
+            return ce, gathered_logits(h_kl, weight, topk_ids, self.chunk, bias, self.post)
         raise ValueError(f"unknown kind {kind!r}")
 
 
