@@ -67,6 +67,13 @@ class RolloutConfig(_Strict):
     """Student sampling of z ~ S(. | x); the paper does not specify the settings."""
 
     max_new_tokens: int = Field(default=128, gt=0, description="length of each rollout z, tokens")
+    target_length_factor: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="opt-in trajectory budget tied to the row (a method choice the paper does "
+        "not specify; docs/METHOD.md): z is cut at ceil(factor x the row's SFT target tokens, "
+        "y^ + eos), never beyond max_new_tokens; null = max_new_tokens for every row",
+    )
     temperature: float = Field(default=1.0, ge=0.0, description="0 = greedy")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="nucleus sampling mass; 1 = off")
     top_k: int = Field(

@@ -60,7 +60,7 @@ class StepCounts:
     sft_tokens: float  # target tokens of y^ (0 without the SFT term): L_SFT's denominator
     trajectory_tokens: float
     eos_ended: float  # z that ended with an eos
-    cut: float  # z cut at rollout.max_new_tokens, not by an eos
+    cut: float  # z cut at its budget (rollout.max_new_tokens or its row's cap), not by an eos
 
 
 @dataclass
@@ -148,9 +148,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def rollout_trajectories(
     run: FitRun, step: int, examples: list[Example], times: StepTimes
 ) -> list[list[int]]:
-    """Phase 1: one trajectory z ~ S(. | x) per prompt, seeded by (seed, step, rank)."""
+    """Phase 1: one trajectory z ~ S(. | x) per prompt, seeded by (seed, step, rank), cut
+    at its row's budget (`rollout.row_caps`: max_new_tokens unless target_length_factor)."""
     seed = step_seed(run.cfg.train.seed, step, run.rank)
     prompts = [e.prompt_ids for e in examples]
+    caps = _caps(run, examples)
     if run.vllm is not None:
         with timed(times, "rollout"):
             if run.vllm_synced_step != step:  # the weights changed since the last rollout
@@ -159,21 +161,31 @@ def rollout_trajectories(
                 run.vllm.sync_weights(weights or run.student_lm().named_parameters())
                 run.vllm_synced_step = step
             trajectories: list[list[int]] = run.vllm.sample(prompts, run.eos_ids, seed)
-        return trajectories
+        # per-request seeds: a capped z is the z sampled to max_new_tokens, cut at its cap
+        return trajectories if caps is None else [z[:c] for z, c in zip(trajectories, caps, strict=True)]
     torch.manual_seed(seed)
     with timed(times, "rollout"):
         return rollout.sample_trajectories(
             run.student_lm(), prompts, run.cfg.rollout, run.pad_id, run.eos_ids, run.device,
-            autocast=run.bf16, gather_params=run.gather_params(),
+            autocast=run.bf16, gather_params=run.gather_params(), caps=caps,
         )
+
+
+def _caps(run: FitRun, examples: list[Example]) -> list[int] | None:
+    """Each row's trajectory budget with rollout.target_length_factor; None without it."""
+    if run.cfg.rollout.target_length_factor is None:
+        return None
+    return rollout.row_caps(run.cfg.rollout, [len(e.target_ids) for e in examples])
 
 
 def count_step(run: FitRun, examples: list[Example], trajectories: list[list[int]]) -> StepCounts:
     """The step's sizes summed over processes: the loss denominators come first."""
     sft_tokens = sum(len(e.target_ids) for e in examples) if run.use_sft else 0
-    max_new = run.cfg.rollout.max_new_tokens  # z cut there, not by eos: a truncated answer
-    eos = run.eos_ids
-    n_cut = sum(1 for z in trajectories if len(z) >= max_new and z[-1] not in eos)
+    caps = (_caps(run, examples) or [run.cfg.rollout.max_new_tokens] * len(examples)) if trajectories else []
+    eos = run.eos_ids  # z cut at its budget, not by eos: a truncated answer
+    n_cut = sum(
+        1 for z, cap in zip(trajectories, caps, strict=True) if len(z) >= cap and z[-1] not in eos
+    )
     values = [
         float(len(examples)) if run.use_kl else 0.0,
         float(sft_tokens),
