@@ -22,6 +22,7 @@ tokens, top-512 KL at T 1.5, EMA lambda, AdamW at lr 5e-4, bf16 autocast).
 
     python benchmarks/raft_vs_sft.py --data medmcqa --variants sft,raft --out /tmp/rs.json
     python benchmarks/raft_vs_sft.py --data demo --variants sft,raft,sft@HEAD~1,raft@HEAD~1
+    python benchmarks/raft_vs_sft.py --data medmcqa --student-ab 3     # separate vs joint
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "sft": {"loss.mode": "sft"},
     "raft": {},
     "raft_vllm": {"rollout.engine": "vllm"},
+    "raft_budget": {"rollout.target_length_factor": 1.5},  # opt-in: z <= 1.5 x |y^ + eos|
 }
 PHASES = ("rollout", "teacher", "student_sft", "student_kl", "student_joint", "student", "optimizer")
 
@@ -138,6 +140,41 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "code": str(Path(raft_distill.__file__).parents[1]),
         "threads": torch.get_num_threads(),
     }
+
+
+def student_ab(args: argparse.Namespace) -> None:
+    """The student's passes alone, separate vs joint, alternated in one process on the same
+    rows and trajectories (`--student-ab N`: the rows of steps 0..N-1, 3 rounds each; the
+    weights do not change between rounds): the least seconds of each and their ratio."""
+    import torch
+
+    from raft_distill import step
+    from raft_distill.train import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="raft-vs-sft-ab-"))
+    data = write_data(REPO / DATASETS.get(args.data, args.data), work / "data")
+    run = Trainer(fit_config(args, data, work / "run", VARIANTS["raft"])).parts
+    run.model.train()
+    for s in range(args.student_ab):
+        examples = step.local_examples(run, s)
+        z = step.rollout_trajectories(run, s, examples, step.StepTimes())
+        counts = step.count_step(run, examples, z)
+        best = {"separate": float("inf"), "joint": float("inf")}
+        for _ in range(3):
+            for how in best:
+                times = step.StepTimes()
+                if how == "joint":
+                    step.joint_backward(run, [examples], z, counts, times)
+                else:
+                    step.sft_backward(run, [examples], counts.sft_tokens, times)
+                    step.kl_backward(run, [examples], z, counts.sequences, times)
+                best[how] = min(best[how], times.student)
+                run.optimizer.zero_grad(set_to_none=True)
+        lengths = [len(e.prompt_ids) + len(e.target_ids) + len(t) for e, t in zip(examples, z, strict=True)]
+        print(f"step {s}: |x|+|y^|+|z| {lengths}: separate {best['separate']:.2f} s, joint "
+              f"{best['joint']:.2f} s, joint/separate {best['joint'] / best['separate']:.3f}")
 
 
 def extract(ref: str, into: Path) -> Path:
@@ -263,10 +300,17 @@ def main() -> None:
     parser.add_argument("--variants", default="sft,raft", help="names from VARIANTS, each @ref optional")
     parser.add_argument("--set", action="append", help="a dotted fit key for every variant: key=value")
     parser.add_argument("--out", default="/tmp/raft_vs_sft.json")
+    parser.add_argument(
+        "--student-ab", type=int, default=0, metavar="N",
+        help="instead of the variants: the student's separate vs joint passes on the rows of "
+        "N steps, alternated in one process",
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.variant:
+    if args.student_ab:
+        student_ab(args)
+    elif args.variant:
         Path(args.child_out).write_text(json.dumps(child(args)))
     else:
         parent(args)
