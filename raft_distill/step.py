@@ -16,6 +16,13 @@ first), so the loss, its gradient and lambda do not depend on the micro-batch sp
 needs both full-step losses before it can weight g_KL, so with the EMA g_SFT is set aside
 while g_KL accumulates (`set_aside_sft_gradients`) and the two are combined after (exact,
 one extra gradient buffer). The same code runs on one CPU, with DDP and with FSDP2.
+
+Where lambda is known before the backward (fixed, or the EMA with one micro-batch per
+process) phases 3 and 4 can run as one student pass instead (`joint_backward`, the
+default on CPU: `train.student_pass`): each row's x, y^ and z in one packed segment
+(`joint.py`), x read once, lambda from the forward's losses, one backward of
+L_SFT + lambda * L_KL, no g_SFT set aside; the losses and gradients are those of the
+separate passes up to rounding (tests/distill/test_step_joint.py).
 """
 
 from __future__ import annotations

@@ -154,22 +154,29 @@ def _fit_rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
     [
         {"train": {"gradient_accumulation_steps": 1}},  # EMA lambda, one micro-batch
         {"loss": {"mode": "raft", "lambda": 0.5}, "train": {"gradient_accumulation_steps": 2}},
+        # teacher: the base, adapters off; a fixed lambda (the EMA's is ~1e5 here)
+        {"loss": {"lambda": 0.5}, "train": {"lora": {"r": 4, "alpha": 8}, "report_to": []}},
     ],
-    ids=["ema", "fixed-2-micro"],
+    ids=["ema", "fixed-2-micro", "lora"],
 )
 def test_joint_and_separate_passes_fit_the_same_steps(
     sections, tiny_model_dir, tiny_teacher_dir, tiny_dataset, tmp_path
 ):
     """3 steps each way from the same start: the same trajectories, and losses, lambda and
-    gradient norm equal to float32 rounding (the later steps through the updated weights)."""
+    gradient norm equal to float32 rounding (the later steps through the updated weights).
+    With LoRA the teacher is the student's own base and L_KL ~1e-4, so the rounding of
+    the near-equal logits shows at ~3e-4 relative in it (the hidden states agree to 2e-6:
+    the fast tests above)."""
     rows = {}
     for how in ("separate", "joint"):
         parts = {k: dict(v) for k, v in sections.items()}
-        parts.setdefault("model", {})["teacher"] = str(tiny_teacher_dir)
+        if "lora" not in parts["train"]:
+            parts.setdefault("model", {})["teacher"] = str(tiny_teacher_dir)
         parts["train"].update(max_steps=3, seed=1234, lr=1e-2, student_pass=how)
         rows[how] = _fit_rows(tiny_config(tiny_model_dir, tiny_dataset, tmp_path / how, **parts))
+    rel = 1e-3 if "lora" in sections["train"] else 1e-4
     for a, b in zip(rows["separate"], rows["joint"], strict=True):
         assert a["trajectory_tokens"] == b["trajectory_tokens"]
-        for key in ("loss", "loss_sft", "loss_kl", "lambda", "grad_norm", "topk_mass"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4), key
-        assert b["kl_first_position"] == pytest.approx(a["kl_first_position"], rel=1e-4)
+        assert b["loss_sft"] == pytest.approx(a["loss_sft"], rel=1e-5)
+        for key in ("loss", "loss_kl", "lambda", "grad_norm", "topk_mass", "kl_first_position"):
+            assert b[key] == pytest.approx(a[key], rel=rel), key
