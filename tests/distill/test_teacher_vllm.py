@@ -177,7 +177,7 @@ def test_served_engine_matches_the_inprocess_teacher(served_teacher: str, smollm
 @pytest.mark.vllm
 @needs_vllm
 def test_a_fit_with_the_served_teacher_matches_the_inprocess_fit(
-    served_teacher: str, smollm2_dir: Path, tiny_dataset: Path, tmp_path: Path
+    served_teacher: str, smollm2_dir: Path, tiny_dataset: Path, tmp_path: Path, _vllm_caches: None
 ) -> None:
     """Three steps on SmolLM2-135M, greedy rollouts (the same trajectories while the
     students agree): every loss within TOL-sized relative error, and the teacher's weights
@@ -187,7 +187,9 @@ def test_a_fit_with_the_served_teacher_matches_the_inprocess_fit(
     from tests.distill.helpers import tiny_config
 
     runs = {}
-    for name, teacher_cfg in (("inprocess", {}), ("served", {"engine": "vllm", "url": served_teacher})):
+    variants = (("inprocess", {}), ("served", {"engine": "vllm", "url": served_teacher}),
+                ("colocated", {"engine": "vllm"}))  # a vLLM engine in the training process
+    for name, teacher_cfg in variants:
         out = tmp_path / name
         raw = tiny_config(
             smollm2_dir, tiny_dataset, out, teacher=teacher_cfg, loss={"top_k": TOP_K},
@@ -199,7 +201,8 @@ def test_a_fit_with_the_served_teacher_matches_the_inprocess_fit(
             trainer.close()
         fit(config_from_dict(raw))
         runs[name] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    for a, b in zip(runs["inprocess"], runs["served"], strict=True):
-        assert a["trajectory_tokens"] == b["trajectory_tokens"]
-        for key in ("loss", "loss_sft", "loss_kl", "topk_mass"):
-            assert a[key] == pytest.approx(b[key], rel=TOL, abs=TOL), key
+    for other in ("served", "colocated"):
+        for a, b in zip(runs["inprocess"], runs[other], strict=True):
+            assert a["trajectory_tokens"] == b["trajectory_tokens"]
+            for key in ("loss", "loss_sft", "loss_kl", "topk_mass"):
+                assert a[key] == pytest.approx(b[key], rel=TOL, abs=TOL), (other, key)
