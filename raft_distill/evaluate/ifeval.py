@@ -21,7 +21,6 @@ folder under the project cache and adds it to `nltk.data.path`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_distill.errors import DistillError
+from raft_distill.evaluate.jsonl import jsonl_rows
 
 NEEDS_PUNKT = frozenset(
     {"length_constraints:number_sentences", "change_case:capital_word_frequency"}
@@ -87,37 +87,24 @@ def load_ifeval(path: str | Path, limit: int | None = None) -> list[IFEvalItem]:
     Each line: {"key", "prompt", "instruction_id_list", "kwargs"} with one kwargs dict
     per instruction id. Unknown ids and mismatched lengths are errors naming the line.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DistillError(f"ifeval prompts file '{path}' does not exist")
     registry = instruction_registry()
     items: list[IFEvalItem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DistillError(f"{where}: not valid JSON ({err.msg})") from None
-            missing = [k for k in ("key", "prompt", "instruction_id_list", "kwargs") if k not in row]
-            if missing:
-                raise DistillError(f"{where}: missing field(s) {', '.join(missing)}")
-            ids, kwargs = row["instruction_id_list"], row["kwargs"]
-            if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+    for where, row in jsonl_rows(path, limit, "ifeval prompts"):
+        missing = [k for k in ("key", "prompt", "instruction_id_list", "kwargs") if k not in row]
+        if missing:
+            raise DistillError(f"{where}: missing field(s) {', '.join(missing)}")
+        ids, kwargs = row["instruction_id_list"], row["kwargs"]
+        if not isinstance(ids, list) or not isinstance(kwargs, list) or len(ids) != len(kwargs):
+            raise DistillError(
+                f"{where}: instruction_id_list and kwargs must be lists of equal length"
+            )
+        for instruction_id in ids:
+            if instruction_id not in registry:
                 raise DistillError(
-                    f"{where}: instruction_id_list and kwargs must be lists of equal length"
+                    f"{where}: unknown instruction id '{instruction_id}'; known: "
+                    f"{', '.join(sorted(registry))}"
                 )
-            for instruction_id in ids:
-                if instruction_id not in registry:
-                    raise DistillError(
-                        f"{where}: unknown instruction id '{instruction_id}'; known: "
-                        f"{', '.join(sorted(registry))}"
-                    )
-            items.append(IFEvalItem(row["key"], row["prompt"], list(ids), [dict(k) for k in kwargs]))
+        items.append(IFEvalItem(row["key"], row["prompt"], list(ids), [dict(k) for k in kwargs]))
     if any(i in NEEDS_PUNKT for item in items for i in item.instruction_id_list):
         ensure_punkt_tab()
     return items

@@ -20,7 +20,6 @@ lower is better.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 
 from raft_distill.data import student_prompt_ids
 from raft_distill.errors import DistillError
+from raft_distill.evaluate.jsonl import jsonl_rows
 from raft_distill.evaluate.loglik import HEAD_CHUNK, batches
 from raft_distill.head import backbone, head_logits
 from schemas.chat import text_ids
@@ -115,26 +115,13 @@ def load_nll(
 ) -> list[NLLItem]:
     """The first `limit` (question, answer) rows of a JSONL; id: the row's `id`, else the
     question. Errors name the file, line and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise DistillError(f"NLL file '{path}' does not exist")
     items: list[NLLItem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DistillError(f"{where}: not valid JSON ({err.msg})") from None
-            for key in (question_field, answer_field):
-                if not isinstance(row, dict) or not isinstance(row.get(key), str) or not row[key]:
-                    raise DistillError(f"{where}: field '{key}' must be a non-empty string")
-            question = row[question_field]
-            items.append(NLLItem(str(row.get("id", question)), question, row[answer_field]))
+    for where, row in jsonl_rows(path, limit, "NLL"):
+        for key in (question_field, answer_field):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise DistillError(f"{where}: field '{key}' must be a non-empty string")
+        question = row[question_field]
+        items.append(NLLItem(str(row.get("id", question)), question, row[answer_field]))
     return items
 
 

@@ -9,7 +9,6 @@ lack one (the `seen` suite reads training rows, which carry `check` only). Scori
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from raft_distill.errors import DistillError
 from raft_distill.evaluate.answers import ANSWER_TYPES, check_answer
+from raft_distill.evaluate.jsonl import jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -33,44 +33,29 @@ def load_qa(
 ) -> list[QAItem]:
     """Read a QA suite; errors name the file, line and field. `answer_type`: the check of
     rows without an `answer_type` field (None: the field is required)."""
-    path = Path(path)
-    if not path.exists():
-        raise DistillError(f"QA file '{path}' does not exist")
     items: list[QAItem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DistillError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DistillError(f"{where}: expected a JSON object")
-            if answer_type is not None:
-                row.setdefault("answer_type", answer_type)
-            for key in ("question", "answer_type", "check"):
-                if key not in row:
-                    raise DistillError(f"{where}: missing field '{key}'")
-            if row["answer_type"] not in ANSWER_TYPES:
-                raise DistillError(
-                    f"{where}: answer_type '{row['answer_type']}' is not one of {ANSWER_TYPES}"
-                )
-            check = str(row["check"])
-            if row["answer_type"] == "number":
-                try:
-                    float(check.replace(",", ""))
-                except ValueError:
-                    raise DistillError(f"{where}: check '{check}' is not a number") from None
-            if row["answer_type"] == "choice" and check.strip().upper() not in ("A", "B", "C", "D"):
-                raise DistillError(f"{where}: check '{check}' is not a letter A-D")
-            meta = {k: v for k, v in row.items() if k not in ("question", "answer_type", "check")}
-            items.append(
-                QAItem(row["question"], row["answer_type"], check, str(row.get("kind", "")), meta)
+    for where, row in jsonl_rows(path, limit, "QA"):
+        if answer_type is not None:
+            row.setdefault("answer_type", answer_type)
+        for key in ("question", "answer_type", "check"):
+            if key not in row:
+                raise DistillError(f"{where}: missing field '{key}'")
+        if row["answer_type"] not in ANSWER_TYPES:
+            raise DistillError(
+                f"{where}: answer_type '{row['answer_type']}' is not one of {ANSWER_TYPES}"
             )
+        check = str(row["check"])
+        if row["answer_type"] == "number":
+            try:
+                float(check.replace(",", ""))
+            except ValueError:
+                raise DistillError(f"{where}: check '{check}' is not a number") from None
+        if row["answer_type"] == "choice" and check.strip().upper() not in ("A", "B", "C", "D"):
+            raise DistillError(f"{where}: check '{check}' is not a letter A-D")
+        meta = {k: v for k, v in row.items() if k not in ("question", "answer_type", "check")}
+        items.append(
+            QAItem(row["question"], row["answer_type"], check, str(row.get("kind", "")), meta)
+        )
     return items
 
 
