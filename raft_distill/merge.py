@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from raft_distill.errors import DistillError
+from raft_distill.prune import check_compatible
 
 GRID: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9, 1.0)
 REPORT_FILE = "merge_report.json"
@@ -58,7 +59,7 @@ class TaskVector:
     `set_alpha` writes theta0 + alpha * (theta_ft - theta0) into a model of that shape."""
 
     def __init__(self, base: Any, finetuned: Any) -> None:
-        _check_compatible(base, finetuned)
+        check_compatible(base, finetuned, "merging")
         base_params = dict(base.named_parameters())
         self.tensors: dict[str, tuple[Any, Any]] = {}
         for name, param in finetuned.named_parameters():
@@ -79,17 +80,6 @@ class TaskVector:
     def delta_norm(self) -> float:
         """||theta_ft - theta0|| over every float parameter (a tied one once)."""
         return float(sum(float((f - b).pow(2).sum()) for b, f in self.tensors.values()) ** 0.5)
-
-
-def _check_compatible(base: Any, finetuned: Any) -> None:
-    a = {n: tuple(p.shape) for n, p in base.named_parameters()}
-    b = {n: tuple(p.shape) for n, p in finetuned.named_parameters()}
-    for name in sorted(set(a) | set(b)):
-        if a.get(name) != b.get(name):
-            raise DistillError(
-                f"base and fine-tuned models differ at '{name}' (base {a.get(name)}, fine-tuned "
-                f"{b.get(name)}): merging needs the fine-tuned model's own base"
-            )
 
 
 def pick_alpha(rows: Sequence[dict[str, Any]]) -> float:

@@ -109,14 +109,15 @@ def target_names(model: Any, targets: Targets) -> list[str]:
     return names
 
 
-def _check_compatible(base: Any, finetuned: Any) -> None:
+def check_compatible(base: Any, finetuned: Any, purpose: str = "FAPM") -> None:
+    """Same parameter names and shapes: a task vector needs the fine-tuned model's own base."""
     a = {n: tuple(p.shape) for n, p in base.named_parameters()}
     b = {n: tuple(p.shape) for n, p in finetuned.named_parameters()}
     for name in sorted(set(a) | set(b)):
         if a.get(name) != b.get(name):
             raise DistillError(
                 f"base and fine-tuned models differ at '{name}' (base {a.get(name)}, fine-tuned "
-                f"{b.get(name)}): FAPM needs the fine-tuned model's own base"
+                f"{b.get(name)}): {purpose} needs the fine-tuned model's own base"
             )
 
 
@@ -126,7 +127,7 @@ def prune_model(base: Any, finetuned: Any, ratio: float, targets: Targets = "lin
 
     if not 0.0 <= ratio <= 1.0:
         raise DistillError(f"prune ratio must be in [0, 1], got {ratio}")
-    _check_compatible(base, finetuned)
+    check_compatible(base, finetuned)
     base_params = dict(base.named_parameters())
     by_type: dict[str, dict[str, float]] = {}
     names = target_names(finetuned, targets)
