@@ -87,37 +87,21 @@ def fuse(
         ]
         seeds = [request_seed(cfg.sampling.seed, "fuse", records[i].id, rnd) for i in active]
         outs = generate_cached(
-            fusion_backend, cache, "fuse", prompts, cfg.sampling, seeds, timings["fuse"], f"fuse r{rnd + 1}"
+            fusion_backend,
+            cache,
+            "fuse",
+            prompts,
+            cfg.sampling,
+            seeds,
+            timings["fuse"],
+            f"fuse r{rnd + 1}",
         )
         texts = [g.text for g in outs]
         checks = check([records[i] for i in active], outs) if check else None
-        per_judge: list[list[float | None]] = []
-        for judge in judges:
-            prefill = list(judge.tokenizer(cfg.judge_prefill, add_special_tokens=False)["input_ids"])
-            jprompts = [
-                render_chat(
-                    judge.tokenizer,
-                    cfg.judge_template.format(
-                        question=records[i].question, answer=records[i].gold_answer, candidate=t
-                    ),
-                )
-                + prefill
-                for i, t in zip(active, texts, strict=True)
-            ]
-            jseeds = [request_seed(cfg.judge_sampling.seed, "judge", records[i].id, rnd) for i in active]
-            jouts = generate_cached(
-                judge, cache, "judge", jprompts, cfg.judge_sampling, jseeds, timings["judge"], "judge"
-            )
-            scores = []
-            for i, g in zip(active, jouts, strict=True):
-                reply = f"{cfg.judge_prefill} {g.text}" if cfg.judge_prefill else g.text
-                score = parse_score(reply, cfg.score_min, cfg.score_max)
-                if score is None:
-                    results[i].judge_errors.append(
-                        f"round {rnd + 1}, judge {judge.model.name}: unparseable {reply[:200]!r}"
-                    )
-                scores.append(score)
-            per_judge.append(scores)
+        per_judge = [
+            _judge_scores(judge, cache, records, active, texts, cfg, rnd, timings["judge"], results)
+            for judge in judges
+        ]
         still = []
         for k, i in enumerate(active):
             res = results[i]
@@ -133,6 +117,46 @@ def fuse(
                 still.append(i)
         active = still
     return results
+
+
+def _judge_scores(
+    judge: Backend,
+    cache: CallCache,
+    records: list[SourceRecord],
+    active: list[int],
+    texts: list[str],
+    cfg: FusionConfig,
+    rnd: int,
+    timing: StageTiming,
+    results: list[FusionResult],
+) -> list[float | None]:
+    """One judge's score for each active row's candidate (None where its reply has no
+    score: the reply is kept in that row's `judge_errors`)."""
+    prefill = list(judge.tokenizer(cfg.judge_prefill, add_special_tokens=False)["input_ids"])
+    prompts = [
+        render_chat(
+            judge.tokenizer,
+            cfg.judge_template.format(
+                question=records[i].question, answer=records[i].gold_answer, candidate=t
+            ),
+        )
+        + prefill
+        for i, t in zip(active, texts, strict=True)
+    ]
+    seeds = [request_seed(cfg.judge_sampling.seed, "judge", records[i].id, rnd) for i in active]
+    outs = generate_cached(
+        judge, cache, "judge", prompts, cfg.judge_sampling, seeds, timing, "judge"
+    )
+    scores = []
+    for i, g in zip(active, outs, strict=True):
+        reply = f"{cfg.judge_prefill} {g.text}" if cfg.judge_prefill else g.text
+        score = parse_score(reply, cfg.score_min, cfg.score_max)
+        if score is None:
+            results[i].judge_errors.append(
+                f"round {rnd + 1}, judge {judge.model.name}: unparseable {reply[:200]!r}"
+            )
+        scores.append(score)
+    return scores
 
 
 def _pick(res: FusionResult) -> int | None:
