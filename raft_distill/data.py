@@ -53,7 +53,9 @@ class Dataset:
     manifest_hash: str | None = None
 
 
-def load_rows(folder: str | Path, revision: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def load_rows(
+    folder: str | Path, revision: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Read every RefinedRecord row of a dataset folder or Hub dataset (schema-checked by `schemas`)."""
     if not Path(folder).exists() and looks_like_repo_id(str(folder)):
         folder = resolve_dataset(str(folder), revision)
@@ -109,19 +111,11 @@ def student_prompt_ids(tokenizer: Any, question: str) -> list[int]:
     return text_ids(tokenizer, FALLBACK_PROMPT.format(question=question))
 
 
-def build_dataset(
-    rows: list[dict[str, Any]],
-    tokenizer: Any,
-    data: DataConfig,
-    loss: LossConfig,
-    teacher: TeacherConfig,
-    source: str = "dataset",
-) -> Dataset:
-    """Filter, split and tokenize rows; every dropped row is counted under its reason."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise DistillError("the student tokenizer has no eos token; cannot end SFT targets")
-    skipped: Counter[str] = Counter()
+def _usable_rows(
+    rows: list[dict[str, Any]], data: DataConfig, source: str, skipped: Counter[str]
+) -> list[dict[str, Any]]:
+    """Rows with a decision in `data.use_decisions` and not over stage 1's length; each
+    other row counted in `skipped` under its reason (or an error, per data.on_over_length)."""
     kept = []
     for i, row in enumerate(rows):
         if row["decision"] not in data.use_decisions:
@@ -138,6 +132,23 @@ def build_dataset(
             log.debug("row %d (id %s) skipped: over_length in stage 1", i, row["id"])
             continue
         kept.append(row)
+    return kept
+
+
+def build_dataset(
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    data: DataConfig,
+    loss: LossConfig,
+    teacher: TeacherConfig,
+    source: str = "dataset",
+) -> Dataset:
+    """Filter, split and tokenize rows; every dropped row is counted under its reason."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise DistillError("the student tokenizer has no eos token; cannot end SFT targets")
+    skipped: Counter[str] = Counter()
+    kept = _usable_rows(rows, data, source, skipped)
     target_field = "final_answer" if loss.sft_target == "fused" else "gold_answer"
     prompts = [student_prompt_ids(tokenizer, r["question"]) for r in kept]
     # y^ is data: "<|im_end|>" inside it must not end the SFT target early
