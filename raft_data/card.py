@@ -18,20 +18,13 @@ JUDGE_PLOT = "judge_scores.png"
 
 
 def size_category(n: int) -> str:
-    for limit, name in (
-        (1_000, "n<1K"),
-        (10_000, "1K<n<10K"),
-        (100_000, "10K<n<100K"),
-        (1_000_000, "100K<n<1M"),
-    ):
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
             return name
     return "n>1M"
 
 
-def plot_histograms(
-    folder: Path, similarities: list[float], judge_scores: list[float], tau: float
-) -> list[str]:
+def plot_histograms(folder: Path, similarities: list[float], judge_scores: list[float], tau: float) -> list[str]:
     """Similarity histogram (with tau) and judge-score histogram as PNGs; returns file names."""
     import matplotlib
 
@@ -40,12 +33,7 @@ def plot_histograms(
 
     written = []
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(
-        similarities,
-        bins=40,
-        range=(min(0.0, *similarities) if similarities else 0.0, 1.0),
-        color="#4C72B0",
-    )
+    ax.hist(similarities, bins=40, range=(min(0.0, *similarities) if similarities else 0.0, 1.0), color="#4C72B0")
     ax.axvline(tau, color="#C44E52", linestyle="--", label=f"tau = {tau:.2f}")
     ax.set_xlabel("cosine(gold, rewrite)")
     ax.set_ylabel("rows")
@@ -78,14 +66,8 @@ def front_matter(manifest: Manifest, license_id: str, language: list[str]) -> di
         "pretty_name": f"RAFT refined: {manifest.pipeline_name}",
         "tags": ["raft", "distillation", "refined", f"raft-schema-{manifest.schema_version}"],
         "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": "train", "path": "data/train-*.parquet"}],
-            },
-            {
-                "config_name": "rejected",
-                "data_files": [{"split": "train", "path": "rejected/*.parquet"}],
-            },
+            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]},
+            {"config_name": "rejected", "data_files": [{"split": "train", "path": "rejected/*.parquet"}]},
         ],
     }
 
@@ -162,12 +144,8 @@ def _tables(manifest: Manifest) -> dict[str, str]:
             f"(change {gap.final_nll_mean - gap.gold_nll_mean:+.3f}, {gap.rows} rows)"
         )
     return {
-        "reasons": "\n".join(
-            f"| {k} | {v} |" for k, v in sorted(c.by_reason.items(), key=lambda kv: -kv[1])
-        ),
-        "models": "\n".join(
-            f"| {role} | `{m.model_id}` | {m.revision} |" for role, m in manifest.models.items()
-        ),
+        "reasons": "\n".join(f"| {k} | {v} |" for k, v in sorted(c.by_reason.items(), key=lambda kv: -kv[1])),
+        "models": "\n".join(f"| {role} | `{m.model_id}` | {m.revision} |" for role, m in manifest.models.items()),
         "timing": "\n".join(
             f"| {stage} | {t.seconds:.1f} | {t.requests} | {t.cached} | {t.generated_tokens} | {t.tokens_per_s:.1f} |"
             for stage, t in manifest.timings.items()
@@ -179,7 +157,7 @@ def _tables(manifest: Manifest) -> dict[str, str]:
 
 def render_card(manifest: Manifest, license_id: str, language: list[str], plots: list[str]) -> str:
     """The README.md of a refined dataset: Hub front matter, counts, plots, models, config."""
-    c = manifest.counts
+    counts = ("rows_in", "accepted", "fallback", "rejected", "over_length", "omissions_flagged", "meta_text")
     return CARD_TEMPLATE.format(
         meta=yaml.safe_dump(front_matter(manifest, license_id, language), sort_keys=False),
         images="\n\n".join(f"![{p}]({p})" for p in plots),
@@ -190,25 +168,12 @@ def render_card(manifest: Manifest, license_id: str, language: list[str], plots:
         config_hash=manifest.config_hash,
         created_at=manifest.created_at,
         tool_version=manifest.tool_version,
-        **{
-            key: getattr(c, key)
-            for key in (
-                "rows_in",
-                "accepted",
-                "fallback",
-                "rejected",
-                "over_length",
-                "omissions_flagged",
-                "meta_text",
-            )
-        },
+        **{key: getattr(manifest.counts, key) for key in counts},
         **_tables(manifest),
     )
 
 
-def write_card(
-    folder: Path, manifest: Manifest, license_id: str, language: list[str], plots: list[str]
-) -> Path:
+def write_card(folder: Path, manifest: Manifest, license_id: str, language: list[str], plots: list[str]) -> Path:
     from schemas.parquet_io import atomic_write_bytes
 
     path = folder / "README.md"

@@ -87,14 +87,7 @@ def fuse(
         ]
         seeds = [request_seed(cfg.sampling.seed, "fuse", records[i].id, rnd) for i in active]
         outs = generate_cached(
-            fusion_backend,
-            cache,
-            "fuse",
-            prompts,
-            cfg.sampling,
-            seeds,
-            timings["fuse"],
-            f"fuse r{rnd + 1}",
+            fusion_backend, cache, "fuse", prompts, cfg.sampling, seeds, timings["fuse"], f"fuse r{rnd + 1}"
         )
         texts = [g.text for g in outs]
         checks = check([records[i] for i in active], outs) if check else None
@@ -144,10 +137,8 @@ def _judge_scores(
         for i, t in zip(active, texts, strict=True)
     ]
     seeds = [request_seed(cfg.judge_sampling.seed, "judge", records[i].id, rnd) for i in active]
-    outs = generate_cached(
-        judge, cache, "judge", prompts, cfg.judge_sampling, seeds, timing, "judge"
-    )
-    scores = []
+    outs = generate_cached(judge, cache, "judge", prompts, cfg.judge_sampling, seeds, timing, "judge")
+    scores: list[float | None] = []
     for i, g in zip(active, outs, strict=True):
         reply = f"{cfg.judge_prefill} {g.text}" if cfg.judge_prefill else g.text
         score = parse_score(reply, cfg.score_min, cfg.score_max)

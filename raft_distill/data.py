@@ -53,9 +53,7 @@ class Dataset:
     manifest_hash: str | None = None
 
 
-def load_rows(
-    folder: str | Path, revision: str | None = None
-) -> tuple[list[dict[str, Any]], str | None]:
+def load_rows(folder: str | Path, revision: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
     """Read every RefinedRecord row of a dataset folder or Hub dataset (schema-checked by `schemas`)."""
     if not Path(folder).exists() and looks_like_repo_id(str(folder)):
         folder = resolve_dataset(str(folder), revision)

@@ -243,12 +243,8 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise SchemaError(
-                f"model path '{name}' is a file; give the folder that holds config.json"
-            )
-        return ResolvedModel(
-            name, local.resolve(), str(local.resolve()), revision or folder_fingerprint(local)
-        )
+            raise SchemaError(f"model path '{name}' is a file; give the folder that holds config.json")
+        return ResolvedModel(name, local.resolve(), str(local.resolve()), revision or folder_fingerprint(local))
     if name.count("/") != 1:
         raise SchemaError(
             f"model '{name}' is not a local folder, an embedded name ({', '.join(EMBEDDED)}), "
