@@ -102,13 +102,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import raft_distill
-    from raft_distill import step
+    from raft_distill import step, step_records
     from raft_distill.train import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.clock == "cpu":  # the step's phase timers read the process's CPU time instead
-        step.time = types.SimpleNamespace(perf_counter=time.process_time)  # type: ignore[assignment]
+        cpu_clock = types.SimpleNamespace(perf_counter=time.process_time)
+        step.time = step_records.time = cpu_clock  # type: ignore[assignment]
     name = args.variant.split("@")[0]
     work = Path(tempfile.mkdtemp(prefix="raft-vs-sft-"))
     data = write_data(REPO / DATASETS.get(args.data, args.data), work / "data")
@@ -149,6 +150,7 @@ def student_ab(args: argparse.Namespace) -> None:
     import torch
 
     from raft_distill import step
+    from raft_distill.step_records import StepTimes
     from raft_distill.train import Trainer
 
     if args.threads:
@@ -159,12 +161,12 @@ def student_ab(args: argparse.Namespace) -> None:
     run.model.train()
     for s in range(args.student_ab):
         examples = step.local_examples(run, s)
-        z = step.rollout_trajectories(run, s, examples, step.StepTimes())
+        z = step.rollout_trajectories(run, s, examples, StepTimes())
         counts = step.count_step(run, examples, z)
         best = {"separate": float("inf"), "joint": float("inf")}
         for _ in range(3):
             for how in best:
-                times = step.StepTimes()
+                times = StepTimes()
                 if how == "joint":
                     step.joint_backward(run, [examples], z, counts, times)
                 else:

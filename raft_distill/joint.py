@@ -18,12 +18,16 @@ gradients through the attention's backward).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from raft_distill.teacher import Packed
+
+if TYPE_CHECKING:  # run_setup builds the run; step.py asks this module which pass to use
+    from raft_distill.data import Example
+    from raft_distill.run_setup import FitRun
 
 
 @dataclass
@@ -116,3 +120,19 @@ def joint_supported(config: Any, width: int) -> bool:
     else:
         sliding = window is not None and bool(getattr(config, "use_sliding_window", True))
     return not sliding or window is None or width <= int(window)
+
+
+def use_joint_pass(run: FitRun, micro: list[list[Example]], z_all: list[list[int]]) -> bool:
+    """One student pass for both terms (`joint_backward`): raft mode; `train.student_pass`
+    joint, or auto on a CPU; lambda known before the backward (fixed, or the EMA with one
+    micro-batch per process); every layer of the model sees a whole packed row."""
+    setting = run.cfg.train.student_pass
+    if not (run.use_sft and run.use_kl) or setting == "separate":
+        return False
+    if (setting == "auto" and run.device.type != "cpu") or (run.two_phase and len(micro) > 1):
+        return False
+    examples = [e for batch in micro for e in batch]
+    longest = max(
+        len(e.prompt_ids) + len(e.target_ids) + len(z) for e, z in zip(examples, z_all, strict=True)
+    )
+    return joint_supported(run.student_lm().config, longest)

@@ -29,84 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 
 from raft_distill import lora, rollout, teacher
 from raft_distill.data import Example, step_indices
-from raft_distill.joint import JointPacked, joint_supported, pack_joint
-from raft_distill.loss import kl_sequence_sum, topk_forward_kl, topk_mass
+from raft_distill.joint import JointPacked, pack_joint, use_joint_pass
+from raft_distill.loss import kl_sequence_sum, topk_forward_kl
 from raft_distill.run_setup import FitRun
+from raft_distill.step_records import KLSums, StepCounts, StepResult, StepTimes, timed
 from raft_distill.teacher_vllm import score_with_engine
-
-
-@dataclass
-class StepTimes:
-    """Seconds per phase, also named as profiler ranges (`raft_distill.<phase>`)."""
-
-    rollout: float = 0.0
-    teacher: float = 0.0
-    student_sft: float = 0.0  # the SFT pass (the passes apart)
-    student_kl: float = 0.0  # the KL pass (the passes apart)
-    student_joint: float = 0.0  # one pass for both (`joint_backward`)
-    optimizer: float = 0.0
-
-    @property
-    def student(self) -> float:
-        """All of the student's forward and backward passes."""
-        return self.student_sft + self.student_kl + self.student_joint
-
-
-@dataclass
-class StepCounts:
-    """One step's sizes over all processes: the loss denominators and rollout figures."""
-
-    sequences: float  # KL sequences (0 without the KL term): L_KL's denominator
-    sft_tokens: float  # target tokens of y^ (0 without the SFT term): L_SFT's denominator
-    trajectory_tokens: float
-    eos_ended: float  # z that ended with an eos
-    cut: float  # z cut at its budget (rollout.max_new_tokens or its row's cap), not by an eos
-
-
-@dataclass
-class KLSums:
-    """One step's KL sums over micro-batches; per-position KL (no T^2) at z's first token
-    (`first`, `n_first`) apart from the other positions."""
-
-    kl: float = 0.0  # sum_i (T^2 / L_i) sum_t KL(q_t || p_t)
-    mass: float = 0.0  # teacher probability in its top-K, summed over positions
-    positions: float = 0.0
-    first: float = 0.0
-    rest: float = 0.0
-    n_first: float = 0.0
-
-
-@dataclass
-class StepResult:
-    """What one step computed, summed over processes; metrics.jsonl's row is made of it."""
-
-    step: int  # 0-based
-    loss_sft: float | None  # L_SFT (None without the SFT term)
-    loss_kl: float | None  # L_KL (None without the KL term)
-    lam: float | None  # lambda (raft mode only)
-    grad_norm: float | None  # before clipping (None with train.max_grad_norm unset)
-    lr: float  # the learning rate this step used
-    counts: StepCounts
-    kl: KLSums
-    times: StepTimes
-    elapsed: float  # seconds
-
-
-@contextlib.contextmanager
-def timed(times: StepTimes, name: str) -> Iterator[None]:
-    """Adds the block's seconds to `times.<name>`; in a profiler's trace it is the range
-    `raft_distill.<phase>` (each student pass: `raft_distill.student`)."""
-    start = time.perf_counter()
-    with torch.profiler.record_function(f"raft_distill.{name.partition('_')[0]}"):
-        yield
-    setattr(times, name, getattr(times, name) + time.perf_counter() - start)
 
 
 def train_step(run: FitRun, step: int) -> StepResult:
@@ -251,23 +183,7 @@ def _kl_micro_batch(
         kl_tok = topk_forward_kl(scores.topk_values, v_k, temperature)
         kl_part = kl_sequence_sum(kl_tok, packed.weight.to(run.device), temperature)
         run.accelerator.backward(kl_part * factor)
-    _add_kl_sums(sums, float(kl_part.detach()), kl_tok.detach(), scores, packed.first.to(run.device))
-
-
-def use_joint_pass(run: FitRun, micro: list[list[Example]], z_all: list[list[int]]) -> bool:
-    """One student pass for both terms (`joint_backward`): raft mode; `train.student_pass`
-    joint, or auto on a CPU; lambda known before the backward (fixed, or the EMA with one
-    micro-batch per process); every layer of the model sees a whole packed row."""
-    setting = run.cfg.train.student_pass
-    if not (run.use_sft and run.use_kl) or setting == "separate":
-        return False
-    if (setting == "auto" and run.device.type != "cpu") or (run.two_phase and len(micro) > 1):
-        return False
-    examples = [e for batch in micro for e in batch]
-    longest = max(
-        len(e.prompt_ids) + len(e.target_ids) + len(z) for e, z in zip(examples, z_all, strict=True)
-    )
-    return joint_supported(run.student_lm().config, longest)
+    sums.add(float(kl_part.detach()), kl_tok.detach(), scores, packed.first.to(run.device))
 
 
 def joint_backward(
@@ -297,7 +213,7 @@ def joint_backward(
             weighted = ce_sum * (scale / counts.sft_tokens) + kl_part * (lam * scale / counts.sequences)
             run.accelerator.backward(weighted)
         sft_sum += float(ce_sum.detach())
-        _add_kl_sums(sums, float(kl_part.detach()), kl_tok.detach(), scores, packed.kl.first.to(run.device))
+        sums.add(float(kl_part.detach()), kl_tok.detach(), scores, packed.kl.first.to(run.device))
     return sft_sum, sums, ema_lam
 
 
@@ -322,19 +238,6 @@ def _joint_forward(
         )
     kl_tok = topk_forward_kl(scores.topk_values, v_k, temperature)
     return ce_sum, kl_sequence_sum(kl_tok, packed.kl.weight.to(d), temperature), kl_tok
-
-
-def _add_kl_sums(
-    sums: KLSums, kl_part: float, kl_tok: torch.Tensor, scores: teacher.TeacherScores,
-    at_first: torch.Tensor,
-) -> None:
-    """A micro-batch's KL, top-K mass and first-position figures added to `sums`."""
-    sums.kl += kl_part
-    sums.mass += float(topk_mass(scores.topk_values, scores.logsumexp).sum())
-    sums.positions += int(kl_tok.numel())
-    sums.first += float(kl_tok[at_first].sum())
-    sums.rest += float(kl_tok[~at_first].sum())
-    sums.n_first += int(at_first.sum())
 
 
 def sft_backward(run: FitRun, micro: list[list[Example]], n_tok: float, times: StepTimes) -> float:

@@ -33,6 +33,7 @@ from raft_distill.run_setup import (
     load_models,
     resolve_model_path,
 )
+from raft_distill.step_records import StepResult
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -75,7 +76,7 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if (num is not None and den) else None
 
 
-def metrics_row(run: FitRun, result: step.StepResult) -> dict[str, Any]:
+def metrics_row(run: FitRun, result: StepResult) -> dict[str, Any]:
     """A step's row of metrics.jsonl: its losses, lambda, sizes, timings (all processes)."""
     r, counts, kl, times = result, result.counts, result.kl, result.times
     if run.cfg.loss.mode == "raft":
