@@ -241,6 +241,12 @@ def run_naive(args: argparse.Namespace, model: str, data: Path, work: Path) -> d
             ).logits
         u = t_logits[tp.batch_index.to(device), tp.position_index.to(device)].float()
         times["teacher_s"] = time.perf_counter() - t
+        # the teacher's top-K probability mass at T = 1 and at the loss's T, per position
+        top = u.topk(args.top_k, dim=-1).values
+        mass = {
+            name: float((torch.logsumexp(top / tt, -1) - torch.logsumexp(u / tt, -1)).exp().mean())
+            for name, tt in (("topk_mass", 1.0), ("topk_mass_at_T", temp))
+        }
         t = time.perf_counter()
         sp = pack([e.prompt_ids for e in batch], z, pad)
         with torch.autocast(kind, dtype=torch.bfloat16, enabled=args.bf16):
@@ -276,6 +282,7 @@ def run_naive(args: argparse.Namespace, model: str, data: Path, work: Path) -> d
             "trajectory_tokens": traj,
             "loss_sft": float(loss_sft),
             "loss_kl": float(loss_kl),
+            **mass,
         }
 
     lm.train()
@@ -412,6 +419,8 @@ def summarise(name: str, result: dict[str, Any]) -> dict[str, Any]:
         {k: mean(k) for k in ("step_s", "rollout_s", "teacher_s", "student_s", "optimizer_s")}
     )
     row["trained_tokens"] = mean("trained_tokens")
+    row["topk_mass"] = mean("topk_mass")  # teacher's top-K mass at T = 1 (raft_distill, naive)
+    row["topk_mass_at_T"] = mean("topk_mass_at_T")  # at the loss's T (naive: full logits)
     row["ms_per_trained_token"] = (
         1000 * row["step_s"] / row["trained_tokens"] if row.get("trained_tokens") else None
     )
@@ -479,6 +488,8 @@ def main() -> None:
         "ms_per_trained_token",
         "peak_memory_mb",
         "step_rss_growth_mb",
+        "topk_mass",
+        "topk_mass_at_T",
     ]
     fmt = lambda v: "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa: E731
     print(" | ".join(header))
