@@ -44,7 +44,9 @@ GUARDED_TEACHER_TEMPLATE = (
 )
 """The paper's template plus an instruction not to talk about the reference (as OPSD's
 teacher prompt asks for "your own approach", arXiv 2601.18734): a RAFT student otherwise
-learns the teacher's pull toward "The reference knowledge is: ..." (benchmarks/teacher_leak.py)."""
+learns the teacher's pull toward "The reference knowledge is: ...". Measured on MedMCQA
+(docs/replication.md, seed 0) it made the leak worse, 14 leaking responses against 1: an
+arm under test (`raft_ema_guard`), not the default."""
 
 TeacherFormat = Literal["chat", "plain"]
 TEACHER_FORMATS: tuple[TeacherFormat, ...] = ("chat", "plain")
