@@ -90,6 +90,26 @@ class RolloutConfig(_Strict):
     vllm_max_model_len: int = Field(
         default=2048, gt=0, description="vLLM context: prompt + max_new_tokens must fit"
     )
+    url: str | None = Field(
+        default=None,
+        description="with engine vllm: a served student's base URL (rollout_served.py: `vllm "
+        "serve` with raft_distill's worker extension), e.g. http://10.0.0.3:8000; unset: a "
+        "vLLM engine in this process",
+    )
+    sync_dir: str | None = Field(
+        default=None,
+        description="with url: a folder the trainer and the server both see, where the "
+        "student's weights are written for the server to reload after each optimizer step; "
+        "null = <train.output_dir>/rollout_sync (a server on the same machine)",
+    )
+
+    @model_validator(mode="after")
+    def _url_needs_vllm(self) -> RolloutConfig:
+        if self.url is not None and self.engine != "vllm":
+            raise ValueError("rollout.url is read only with rollout.engine: vllm; set both")
+        if self.sync_dir is not None and self.url is None:
+            raise ValueError("rollout.sync_dir is read only with rollout.url (a served student)")
+        return self
 
 
 class TeacherConfig(_Strict):

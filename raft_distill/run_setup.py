@@ -389,7 +389,8 @@ def build_student(
 
 
 def open_vllm(cfg: FitConfig, accelerator: Any) -> Any:
-    """The colocated vLLM rollout engine when `rollout.engine: vllm` and there are rollouts."""
+    """The vLLM rollout engine when `rollout.engine: vllm` and there are rollouts: a served
+    student at `rollout.url` (checked now), else an engine colocated in this process."""
     if cfg.loss.mode not in ("raft", "on-policy"):
         return None
     r = cfg.rollout
@@ -404,6 +405,12 @@ def open_vllm(cfg: FitConfig, accelerator: Any) -> Any:
             "rollout.engine: vllm with train.fsdp is not supported yet (the engine needs "
             "the full weights each step); use rollout.engine: transformers"
         )
+    if r.url is not None:
+        from raft_distill.rollout_served import ServedRollout
+
+        sync_dir = Path(r.sync_dir) if r.sync_dir else Path(cfg.train.output_dir) / "rollout_sync"
+        log.info(f"rollouts: a served student at {r.url}; weights pushed through {sync_dir}")
+        return ServedRollout(r.url, r, sync_dir, rank=accelerator.process_index)
     from raft_distill.rollout_vllm import VLLMRollout
 
     return VLLMRollout(

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -34,6 +28,7 @@ from raft_distill.teacher_vllm import (
     topk_at,
 )
 from schemas import teacher_context_ids
+from tests.vllm_serve import free_port, vllm_server
 
 # vLLM's CPU kernels and HF's eager float32 forward round differently: measured max
 # |difference| of a log-prob ~1e-4 on SmolLM2-135M; ids at the K boundary may swap where
@@ -73,14 +68,8 @@ def test_scores_follow_pack_order_and_skip_the_context() -> None:
         scores_from_logprobs([outputs[0], outputs[1][:1]], contexts, zs, 2)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_server_that_is_down_fails_fast_naming_the_url() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(DistillError, match=f"teacher.url {url}: no vLLM server answered"):
         ServedEngine(url, TOP_K)
 
@@ -136,30 +125,8 @@ def test_inprocess_engine_matches_the_inprocess_teacher(smollm2_dir: Path, _vllm
 @pytest.fixture(scope="module")
 def served_teacher(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`vllm serve` on the loopback interface, float32, max-logprobs = TOP_K."""
-    port, tmp = _free_port(), tmp_path_factory.mktemp("vllm-serve")
-    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp / "cache"), "VLLM_CPU_KVCACHE_SPACE": "1",
-           "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor")}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-           "--max-model-len", "512", "--max-logprobs", str(TOP_K), "--no-enable-chunked-prefill"]
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(2)
-        else:
-            pytest.fail(f"vllm serve did not start: {(tmp / 'server.log').read_text()[-3000:]}")
+    with vllm_server(smollm2_dir, tmp_path_factory.mktemp("vllm-serve"), ["--max-logprobs", str(TOP_K)]) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        log.close()
 
 
 @pytest.mark.integration
