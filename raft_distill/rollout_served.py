@@ -23,11 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import random
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -35,6 +33,7 @@ from safetensors.torch import save_file
 from raft_distill.config import RolloutConfig
 from raft_distill.errors import DistillError
 from raft_distill.rollout import cut_at_eos
+from raft_distill.vllm_engine import ServerClient
 from raft_distill.vllm_worker import READY_METHOD, RELOAD_METHOD
 
 log = logging.getLogger(__name__)
@@ -52,36 +51,18 @@ class ServedRollout:
         self, url: str, rollout: RolloutConfig, sync_dir: Path, rank: int = 0,
         timeout_s: float = 600.0, retries: int = 3,
     ) -> None:
-        import httpx
-
-        self.url = url.rstrip("/")
+        hint = f"{SERVE_HINT}, or unset rollout.url to run the engine in this process"
+        self.server = ServerClient(url, "rollout.url", hint, timeout_s, retries)
+        self.url = self.server.url
+        self.model = self.server.model
         self.rollout = rollout
         self.sync_dir = sync_dir
         self.rank = rank
-        self.retries = retries
-        self.client = httpx.Client(base_url=self.url, timeout=timeout_s)
-        self.model = self._served_model()
         self._check_extension()
-
-    def _served_model(self) -> str:
-        import httpx
-
-        try:
-            response = self.client.get("/v1/models", timeout=10.0)
-            response.raise_for_status()
-        except httpx.HTTPError as err:
-            raise DistillError(
-                f"rollout.url {self.url}: no vLLM server answered ({type(err).__name__}: {err}); "
-                f"{SERVE_HINT}, or unset rollout.url to run the engine in this process"
-            ) from err
-        data = response.json().get("data") or []
-        if not data:
-            raise DistillError(f"rollout.url {self.url}: the server lists no model")
-        return str(data[0]["id"])
 
     def _check_extension(self) -> None:
         """The weight push needs dev mode's /collective_rpc and the worker extension."""
-        response = self.client.post("/collective_rpc", json={"method": READY_METHOD}, timeout=30.0)
+        response = self.server.client.post("/collective_rpc", json={"method": READY_METHOD}, timeout=30.0)
         if response.status_code == 404:
             raise DistillError(
                 f"rollout.url {self.url}: the server has no /collective_rpc endpoint, so the "
@@ -92,26 +73,6 @@ class ServedRollout:
                 f"rollout.url {self.url}: the server does not run raft_distill's worker extension "
                 f"({response.status_code}: {response.text[-300:]}); {SERVE_HINT}"
             )
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client.post(path, json=body)
-                if response.status_code == 400:  # a bad request will not get better
-                    raise DistillError(f"rollout.url {self.url}{path}: the server refused: {response.text}")
-                response.raise_for_status()
-                return dict(response.json()) if response.content else {}
-            except httpx.HTTPError as err:
-                if attempt == self.retries:
-                    raise DistillError(
-                        f"rollout.url {self.url}{path}: request failed {self.retries + 1} times "
-                        f"({type(err).__name__}: {err})"
-                    ) from err
-                log.warning("rollout request to %s%s failed (%s); retrying", self.url, path, err)
-                time.sleep(2.0**attempt)
-        raise AssertionError("unreachable")
 
     @torch.no_grad()
     def sync_weights(self, named_params: Iterable[tuple[str, torch.Tensor]]) -> int:
@@ -126,13 +87,13 @@ class ServedRollout:
             tmp = path.with_suffix(".tmp")
             save_file(weights, str(tmp))
             os.replace(tmp, path)  # the server never reads a half-written file
-            result = self._post("/collective_rpc", {"method": RELOAD_METHOD, "args": [str(path)]})
+            result = self.server.post("/collective_rpc", {"method": RELOAD_METHOD, "args": [str(path)]})
             loaded = result.get("results") or [None]  # one per worker, as strings
             if any(str(n) != str(len(weights)) for n in loaded):
                 raise DistillError(
                     f"rollout.url {self.url}: the server reloaded {loaded} tensors, sent {len(weights)}"
                 )
-            self._post("/reset_prefix_cache", {})  # KV blocks computed by the old weights
+            self.server.post("/reset_prefix_cache", {})  # KV blocks computed by the old weights
             count = len(weights)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
@@ -148,7 +109,7 @@ class ServedRollout:
             "repetition_penalty": 1.0, "min_p": 0.0,
             "stop_token_ids": sorted(eos_ids), "seed": seed, "return_token_ids": True,
         }
-        (choice,) = self._post("/v1/completions", body)["choices"]
+        (choice,) = self.server.post("/v1/completions", body)["choices"]
         ids = list(choice["token_ids"])
         stop = choice.get("stop_reason")
         if isinstance(stop, int) and (not ids or ids[-1] != stop):
@@ -172,4 +133,4 @@ class ServedRollout:
         """Remove the pushed weights (a full copy of the student) and the connection."""
         if self.rank == 0:
             (self.sync_dir / "student.safetensors").unlink(missing_ok=True)
-        self.client.close()
+        self.server.close()

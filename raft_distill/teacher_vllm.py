@@ -22,7 +22,6 @@ what the loss reads from the in-process teacher, up to the engine's float roundi
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -146,57 +145,21 @@ class ServedEngine:
         self, url: str, top_k: int, model: str | None = None, timeout_s: float = 300.0,
         retries: int = 3,
     ) -> None:
-        import httpx
+        from raft_distill.vllm_engine import ServerClient
 
-        self.url = url.rstrip("/")
+        hint = (f"start one with `vllm serve <original model> --max-logprobs {top_k}` "
+                "or unset teacher.url to run the engine in this process")
+        self.server = ServerClient(url, "teacher.url", hint, timeout_s, retries)
+        self.url = self.server.url
         self.top_k = top_k
-        self.retries = retries
-        self.client = httpx.Client(base_url=self.url, timeout=timeout_s)
-        self.model = model or self._served_model()
-
-    def _served_model(self) -> str:
-        import httpx
-
-        try:
-            response = self.client.get("/v1/models", timeout=10.0)
-            response.raise_for_status()
-        except httpx.HTTPError as err:
-            raise DistillError(
-                f"teacher.url {self.url}: no vLLM server answered ({type(err).__name__}: {err}); "
-                f"start one with `vllm serve <original model> --max-logprobs {self.top_k}` "
-                "or unset teacher.url to run the engine in this process"
-            ) from err
-        data = response.json().get("data") or []
-        if not data:
-            raise DistillError(f"teacher.url {self.url}: the server lists no model")
-        return str(data[0]["id"])
-
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client.post("/v1/completions", json=body)
-                if response.status_code == 400:  # a bad request will not get better
-                    raise DistillError(f"teacher.url {self.url}: the server refused: {response.text}")
-                response.raise_for_status()
-                return dict(response.json())
-            except httpx.HTTPError as err:
-                if attempt == self.retries:
-                    raise DistillError(
-                        f"teacher.url {self.url}: request failed {self.retries + 1} times "
-                        f"({type(err).__name__}: {err})"
-                    ) from err
-                log.warning("teacher request to %s failed (%s); retrying", self.url, err)
-                time.sleep(2.0**attempt)
-        raise AssertionError("unreachable")
+        self.model = model or self.server.model
 
     def prompt_logprobs(self, prompts: Sequence[list[int]]) -> list[list[PositionLogprobs | None]]:
         body = {
             "model": self.model, "prompt": [list(p) for p in prompts], "max_tokens": 1,
             "temperature": 0.0, "prompt_logprobs": self.top_k,
         }
-        choices = sorted(self._post(body)["choices"], key=lambda c: c["index"])
+        choices = sorted(self.server.post("/v1/completions", body)["choices"], key=lambda c: c["index"])
         return [
             [None if e is None else {int(t): (float(v["logprob"]), int(v["rank"]))
                                      for t, v in e.items()}
@@ -205,7 +168,7 @@ class ServedEngine:
         ]
 
     def close(self) -> None:
-        self.client.close()
+        self.server.close()
 
 
 def score_with_engine(

@@ -51,3 +51,56 @@ def shutdown(llm: Any) -> None:
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()
+
+
+class ServerClient:
+    """HTTP to a `vllm serve` server, shared by the served teacher and the served student:
+    the start-up check (`/v1/models`; a server that is down is an error naming `setting`,
+    the URL and how to start one) and POSTs retried with a growing pause, then an error."""
+
+    def __init__(self, url: str, setting: str, start_hint: str, timeout_s: float, retries: int) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.setting = setting
+        self.retries = retries
+        self.client = httpx.Client(base_url=self.url, timeout=timeout_s)
+        try:
+            response = self.client.get("/v1/models", timeout=10.0)
+            response.raise_for_status()
+        except httpx.HTTPError as err:
+            self.client.close()
+            raise DistillError(
+                f"{setting} {self.url}: no vLLM server answered ({type(err).__name__}: {err}); "
+                f"{start_hint}"
+            ) from err
+        data = response.json().get("data") or []
+        if not data:
+            raise DistillError(f"{setting} {self.url}: the server lists no model")
+        self.model = str(data[0]["id"])
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The JSON reply ({} when empty); a 400 fails at once, other failures are retried."""
+        import time
+
+        import httpx
+
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.client.post(path, json=body)
+                if response.status_code == 400:  # a bad request will not get better
+                    raise DistillError(f"{self.setting} {self.url}: the server refused: {response.text}")
+                response.raise_for_status()
+                return dict(response.json()) if response.content else {}
+            except httpx.HTTPError as err:
+                if attempt == self.retries:
+                    raise DistillError(
+                        f"{self.setting} {self.url}: request to {path} failed {self.retries + 1} "
+                        f"times ({type(err).__name__}: {err})"
+                    ) from err
+                log.warning("request to %s%s failed (%s); retrying", self.url, path, err)
+                time.sleep(2.0**attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.client.close()
