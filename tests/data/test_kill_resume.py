@@ -16,16 +16,15 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from tests.data.build_compare import assert_same_build
+from tests.forkrun import run_killpoints
 from tests.killpoints import BUILD_STAGES, KILL_ENV, STATE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-KILLPOINTS = REPO / "tests" / "killpoints.py"
 
 SEED = int(os.environ.get("RAFT_KILL_SEED", "14"))
 ROWS = [
@@ -63,8 +62,7 @@ def write_config(tmp_path: Path, model: Path, run_dir: str) -> Path:
 def run(cfg: Path, state: Path, kill_at: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", STATE_ENV: str(state), KILL_ENV: kill_at}
-    cmd = [sys.executable, str(KILLPOINTS), "raft_data", "build", cfg.name]
-    return subprocess.run(cmd, cwd=cfg.parent, env=env, capture_output=True, text=True, timeout=300)
+    return run_killpoints(["raft_data", "build", cfg.name], cfg.parent, env, timeout=300)
 
 
 def test_kill_9_in_every_build_stage_then_rerun_equals_uninterrupted(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -81,10 +81,10 @@ def test_kill_9_in_each_pass_then_rerun_equals_uninterrupted(
     import random
     import signal
     import subprocess
-    import sys
 
     import yaml
 
+    from tests.forkrun import run_killpoints
     from tests.killpoints import KILL_ENV, STATE_ENV
 
     def write(run_dir: str) -> Path:
@@ -97,9 +97,7 @@ def test_kill_9_in_each_pass_then_rerun_equals_uninterrupted(
     def run(cfg: Path, state: Path, kill_at: str = "") -> subprocess.CompletedProcess:
         env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
                STATE_ENV: str(state), KILL_ENV: kill_at}
-        killpoints = Path(__file__).resolve().parents[1] / "killpoints.py"
-        cmd = [sys.executable, str(killpoints), "raft_data", "build", cfg.name]
-        return subprocess.run(cmd, cwd=cfg.parent, env=env, capture_output=True, text=True, timeout=600)
+        return run_killpoints(["raft_data", "build", cfg.name], cfg.parent, env, timeout=600)
 
     whole_state = tmp_path / "whole.json"
     whole = run(write("whole"), whole_state)

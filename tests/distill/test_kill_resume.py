@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -26,10 +25,10 @@ from safetensors.torch import load_file
 
 from raft_distill.train import latest_checkpoint
 from tests.distill.helpers import tiny_config
+from tests.forkrun import run_killpoints
 from tests.killpoints import FIT_STAGES, KILL_ENV, STATE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
-KILLPOINTS = REPO / "tests" / "killpoints.py"
 
 SEED = int(os.environ.get("RAFT_KILL_SEED", "14"))
 # wall-clock, throughput and memory: they differ between any two runs
@@ -61,8 +60,7 @@ def run(cfg: Path, out: Path, state: Path, kill_at: str = "") -> subprocess.Comp
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", STATE_ENV: str(state), KILL_ENV: kill_at}
     resume = ["--resume"] if latest_checkpoint(out) is not None else []
-    cmd = [sys.executable, str(KILLPOINTS), "raft_distill", "fit", str(cfg), *resume]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return run_killpoints(["raft_distill", "fit", str(cfg), *resume], REPO, env, timeout=300)
 
 
 def metrics(out: Path) -> list[dict]:
