@@ -10,7 +10,7 @@ import pytest
 
 from raft_data.backends import close_backends, open_backend, render_chat, vllm_available
 from raft_data.build import build
-from raft_data.config import BackendConfig, SamplingConfig, load_config
+from raft_data.config import SamplingConfig, load_config
 from schemas import read_records
 from schemas.records import RefinedRecord
 
@@ -35,10 +35,11 @@ def demo_config(tmp_path: Path, engine: str, rows: int = 6):
     )
 
 
-def known_answer(engine: str) -> str:
+def known_answer(tmp_path: Path, engine: str) -> str:
     """A backend is checked for correctness, not only speed (STACK.md: vLLM bf16 eager on CPU
-    printed garbage)."""
-    backend = open_backend("smollm2-135m-instruct", BackendConfig(engine=engine))  # type: ignore[arg-type]
+    printed garbage). It opens the engine with the demo build's settings, so the build that
+    follows in the same test shares it instead of starting a second one."""
+    backend = open_backend("smollm2-135m-instruct", demo_config(tmp_path, engine).backend)
     prompt = render_chat(backend.tokenizer, "What is the capital of France?")
     (out,) = backend.generate([prompt], SamplingConfig(temperature=0.0, max_new_tokens=16), [0])
     return out.text
@@ -64,7 +65,7 @@ def run_demo(tmp_path: Path, engine: str) -> list[dict]:
 
 
 def test_transformers_engine_real_models(tmp_path: Path) -> None:
-    assert "Paris" in known_answer("transformers")
+    assert "Paris" in known_answer(tmp_path, "transformers")
     rows = run_demo(tmp_path, "transformers")
     # greedy rewrites of the real model are reproducible: a rerun in a new folder matches
     again = build(demo_config(tmp_path / "again", "transformers"))
@@ -79,7 +80,7 @@ def test_transformers_engine_real_models(tmp_path: Path) -> None:
 def test_vllm_engine_real_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    assert "Paris" in known_answer("vllm")
+    assert "Paris" in known_answer(tmp_path, "vllm")
     rows = run_demo(tmp_path, "vllm")
     hf = run_demo(tmp_path / "hf", "transformers")
     # fp32 greedy: both engines mostly write the same text for the same token ids
