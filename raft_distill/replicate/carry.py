@@ -14,6 +14,7 @@ A post-hoc arm still to be made needs its source's weights: that source is retra
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +23,14 @@ from typing import Any
 Log = Callable[[str], None]
 WEIGHT_DIRS = ("final", "checkpoints", "tensorboard")  # what an export leaves behind
 RUN_FILES = ("summary.json", "metrics.jsonl", "replicate_fit.json", "config.yaml")
+CACHE = "eval_cache.json"
 
 
 def export_run(out: Path, dest: Path) -> list[str]:
-    """Copy a replicate output folder to `dest` without weights; returns what was copied."""
+    """Copy a replicate output folder to `dest` without weights; returns what was copied.
+    The eval cache is merged, not replaced: a narrower run (one seed) exported into a folder
+    that carries more keeps the other models importable."""
+    kept = _read_cache(dest / CACHE)
     copied = []
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
@@ -35,7 +40,13 @@ def export_run(out: Path, dest: Path) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
         copied.append(str(rel))
+    if kept and (out / CACHE).is_file():
+        (dest / CACHE).write_text(json.dumps({**kept, **_read_cache(out / CACHE)}, indent=2) + "\n")
     return copied
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def importable(

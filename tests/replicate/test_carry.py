@@ -5,6 +5,7 @@ be made gets its source retrained."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,18 @@ def test_prior_runs_without_an_export_is_a_clear_error(
     with pytest.raises(DistillError, match="no eval_cache.json there"):
         replicate(load_replicate_config(path, [f"prior_runs={tmp_path / 'nothing'}"]), "x",
                   log=lambda _: None)
+
+
+def test_export_keeps_the_destinations_other_models(tmp_path: Path) -> None:
+    """A narrower run exported into a carried folder (seed 0 only, say) must not drop the
+    fingerprints of the models it did not plan (seed 1): a later run would retrain them."""
+    from raft_distill.replicate.carry import export_run
+
+    out, dest = tmp_path / "run", tmp_path / "carried"
+    for folder, cache in ((out, {"a": "new", "b": "b1"}), (dest, {"a": "old", "c": "c1"})):
+        (folder / "eval").mkdir(parents=True)
+        (folder / "eval_cache.json").write_text(json.dumps(cache))
+    export_run(out, dest)
+    assert json.loads((dest / "eval_cache.json").read_text()) == {
+        "a": "new", "b": "b1", "c": "c1"
+    }
