@@ -39,7 +39,7 @@ from schemas.teacher_context import GUARDED_TEACHER_TEMPLATE
 ArmName = Literal[
     "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
     "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
-    "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft",
+    "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft", "raft_ema_vllm",
 ]
 
 _SFT_GOLD: dict[str, Any] = {"loss.mode": "sft", "loss.sft_target": "gold"}
@@ -68,11 +68,14 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "raft_ema_plain": {**_RAFT_EMA, "teacher.format": "plain"},
     "lora_sft": _SFT_GOLD,
     "lora_raft": _RAFT_EMA,
+    # engine-equivalence check (issue 22): raft_ema with its rollouts sampled by a colocated
+    # vLLM engine instead of HF generate; other random numbers, the same distribution
+    "raft_ema_vllm": {**_RAFT_EMA, "rollout.engine": "vllm"},
 }
 ARM_ORDER: list[ArmName] = [
     "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
     "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
-    "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft",
+    "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft", "raft_ema_vllm",
 ]
 assert ARM_ORDER == list(ARMS)
 # post-hoc arm -> (what it does, its fixed source arm; fapm's is prune.source)

@@ -64,6 +64,7 @@ def _check_shared(cfg: ReplicateConfig, shared: dict[str, Any]) -> None:
     """Refuse a shared fit config that already makes an arm's switch for every arm."""
     where = f"{cfg.fit_config} + fit_overrides"
     teacher, train = shared.get("teacher") or {}, shared.get("train") or {}
+    rollout = shared.get("rollout") or {}
     if "raft_ema_plain" in cfg.arms and teacher.get("format") == "plain":
         raise DistillError(
             f"arm raft_ema_plain is the plain-vs-chat teacher ablation of raft_ema, but "
@@ -74,6 +75,11 @@ def _check_shared(cfg: ReplicateConfig, shared: dict[str, Any]) -> None:
         raise DistillError(
             f"arm raft_ema_guard is the teacher-guard ablation of raft_ema, but {where} "
             "already set teacher.template to the guarded one for every arm; drop it there"
+        )
+    if "raft_ema_vllm" in cfg.arms and rollout.get("engine") == "vllm":
+        raise DistillError(
+            f"arm raft_ema_vllm is the vLLM-rollout check of raft_ema, but {where} already "
+            "set rollout.engine: vllm for every arm; set it to transformers or drop the arm"
         )
     if train.get("lora") is not None and any(a in LORA_ARMS for a in cfg.arms):
         raise DistillError(

@@ -231,6 +231,7 @@ ABLATION_PAIRS: list[tuple[str, str, str]] = [
     ("raft_fixed_1.0", "raft_ema", "fixed lambda 1.0 vs the EMA balance"),
     ("raft_ema_plain", "raft_ema", "teacher format: the paper's plain layout vs the chat one"),
     ("raft_ema_guard", "raft_ema", "the leak fix: a teacher told not to mention the reference"),
+    ("raft_ema_vllm", "raft_ema", "rollouts from vLLM instead of HF generate: should not differ"),
     ("raft_merge", "raft_ema", "does merging back with the original add to RAFT?"),
     ("sft_merge", "raft_ema", "SFT merged back vs RAFT: the cheap recipe against the method"),
     ("fapm", "raft_ema", "SFT pruned (FAPM) vs RAFT"),

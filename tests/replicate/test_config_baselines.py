@@ -53,7 +53,7 @@ def test_baseline_arms_are_checked():
 def test_switches_lr_lora_guard(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(ROOT)
     arms = ["sft_raw", "sft_lr5e-5", "sft_lr2e-4", "raft_ema", "raft_ema_guard", "lora_sft",
-            "lora_raft"]
+            "lora_raft", "raft_ema_vllm"]
     cfg = config_from_dict({
         **MIN, "arms": arms, "seeds": [0], "fit_overrides": {"train.lr": 5e-4},
         "lora": {"r": 8, "alpha": 16},
@@ -68,17 +68,18 @@ def test_switches_lr_lora_guard(monkeypatch: pytest.MonkeyPatch):
         assert lora is None or (lora.r, lora.alpha, lora.target_modules) == (8, 16, "all-linear")
         guarded = c.teacher.template == GUARDED_TEACHER_TEMPLATE
         assert guarded == (arm == "raft_ema_guard")
+        assert (c.rollout.engine == "vllm") == (arm == "raft_ema_vllm")
     gold = ("sft", "gold")
     for arm in ("sft_raw", "sft_lr5e-5", "sft_lr2e-4", "lora_sft"):
         assert (fits[arm].loss.mode, fits[arm].loss.sft_target) == gold
-    for arm in ("raft_ema_guard", "lora_raft"):
+    for arm in ("raft_ema_guard", "lora_raft", "raft_ema_vllm"):
         assert fits[arm].loss == fits["raft_ema"].loss
     # nothing else differs between the arms
     dumps = []
     for c in fits.values():
         d = c.model_dump(mode="json", by_alias=True)
         for section, key in (("train", "lr"), ("train", "lora"), ("train", "output_dir"),
-                             ("teacher", "template")):
+                             ("teacher", "template"), ("rollout", "engine")):
             d[section].pop(key)
         d.pop("loss")
         dumps.append(str(d))
@@ -91,6 +92,9 @@ def test_switch_clashes_with_the_shared_fit_config(tmp_path: Path, monkeypatch: 
                "fit_overrides": {"teacher.template": GUARDED_TEACHER_TEMPLATE}}
     with pytest.raises(DistillError, match="already set teacher.template to the guarded"):
         fit_configs(config_from_dict(guarded))
+    vllm = {**MIN, "arms": ["raft_ema_vllm"], "fit_overrides": {"rollout.engine": "vllm"}}
+    with pytest.raises(DistillError, match="already set rollout.engine: vllm"):
+        fit_configs(config_from_dict(vllm))
     plain = {**MIN, "arms": ["raft_ema_guard"], "fit_overrides": {"teacher.template": TEACHER_TEMPLATE}}
     assert len(fit_configs(config_from_dict(plain))) == 1
     # the shared lr from the fit config file itself (not fit_overrides): caught before training
