@@ -40,6 +40,7 @@ ArmName = Literal[
     "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
     "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
     "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft", "raft_ema_vllm",
+    "raft_ema_budget",
 ]
 
 _SFT_GOLD: dict[str, Any] = {"loss.mode": "sft", "loss.sft_target": "gold"}
@@ -71,11 +72,15 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # engine-equivalence check (issue 22): raft_ema with its rollouts sampled by a colocated
     # vLLM engine instead of HF generate; other random numbers, the same distribution
     "raft_ema_vllm": {**_RAFT_EMA, "rollout.engine": "vllm"},
+    # trajectory-budget ablation (issue 22, docs/METHOD.md step 1): z cut at 1.5 x the row's
+    # SFT target instead of max_new_tokens for every row
+    "raft_ema_budget": {**_RAFT_EMA, "rollout.target_length_factor": 1.5},
 }
 ARM_ORDER: list[ArmName] = [
     "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
     "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
     "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft", "raft_ema_vllm",
+    "raft_ema_budget",
 ]
 assert ARM_ORDER == list(ARMS)
 # post-hoc arm -> (what it does, its fixed source arm; fapm's is prune.source)

@@ -81,6 +81,11 @@ def _check_shared(cfg: ReplicateConfig, shared: dict[str, Any]) -> None:
             f"arm raft_ema_vllm is the vLLM-rollout check of raft_ema, but {where} already "
             "set rollout.engine: vllm for every arm; set it to transformers or drop the arm"
         )
+    if "raft_ema_budget" in cfg.arms and rollout.get("target_length_factor") is not None:
+        raise DistillError(
+            f"arm raft_ema_budget is the trajectory-budget ablation of raft_ema, but {where} "
+            "already set rollout.target_length_factor for every arm; drop it there"
+        )
     if train.get("lora") is not None and any(a in LORA_ARMS for a in cfg.arms):
         raise DistillError(
             f"{where} sets train.lora for every arm, so the full fine-tuning arms would be "

@@ -25,10 +25,10 @@ from schemas import RefinedRecord, row_id, write_records
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN = {"fit_config": "pipelines/distill_demo.yaml", "eval_config": "pipelines/eval_demo.yaml"}
-# the practitioners' baselines and the vLLM-rollout check (test_config_baselines.py), not in
-# replicate_full.yaml
+# the practitioners' baselines and the vLLM-rollout and trajectory-budget checks
+# (test_config_baselines.py), not in replicate_full.yaml
 NEWER_ARMS = ("sft_lr5e-5", "sft_lr2e-4", "sft_merge", "raft_ema_guard", "raft_merge",
-              "lora_sft", "lora_raft", "raft_ema_vllm")
+              "lora_sft", "lora_raft", "raft_ema_vllm", "raft_ema_budget")
 
 
 def _err(raw: dict[str, Any]) -> str:

@@ -53,7 +53,7 @@ def test_baseline_arms_are_checked():
 def test_switches_lr_lora_guard(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(ROOT)
     arms = ["sft_raw", "sft_lr5e-5", "sft_lr2e-4", "raft_ema", "raft_ema_guard", "lora_sft",
-            "lora_raft", "raft_ema_vllm"]
+            "lora_raft", "raft_ema_vllm", "raft_ema_budget"]
     cfg = config_from_dict({
         **MIN, "arms": arms, "seeds": [0], "fit_overrides": {"train.lr": 5e-4},
         "lora": {"r": 8, "alpha": 16},
@@ -69,17 +69,19 @@ def test_switches_lr_lora_guard(monkeypatch: pytest.MonkeyPatch):
         guarded = c.teacher.template == GUARDED_TEACHER_TEMPLATE
         assert guarded == (arm == "raft_ema_guard")
         assert (c.rollout.engine == "vllm") == (arm == "raft_ema_vllm")
+        assert (c.rollout.target_length_factor == 1.5) == (arm == "raft_ema_budget")
     gold = ("sft", "gold")
     for arm in ("sft_raw", "sft_lr5e-5", "sft_lr2e-4", "lora_sft"):
         assert (fits[arm].loss.mode, fits[arm].loss.sft_target) == gold
-    for arm in ("raft_ema_guard", "lora_raft", "raft_ema_vllm"):
+    for arm in ("raft_ema_guard", "lora_raft", "raft_ema_vllm", "raft_ema_budget"):
         assert fits[arm].loss == fits["raft_ema"].loss
     # nothing else differs between the arms
     dumps = []
     for c in fits.values():
         d = c.model_dump(mode="json", by_alias=True)
         for section, key in (("train", "lr"), ("train", "lora"), ("train", "output_dir"),
-                             ("teacher", "template"), ("rollout", "engine")):
+                             ("teacher", "template"), ("rollout", "engine"),
+                             ("rollout", "target_length_factor")):
             d[section].pop(key)
         d.pop("loss")
         dumps.append(str(d))
@@ -95,6 +97,10 @@ def test_switch_clashes_with_the_shared_fit_config(tmp_path: Path, monkeypatch: 
     vllm = {**MIN, "arms": ["raft_ema_vllm"], "fit_overrides": {"rollout.engine": "vllm"}}
     with pytest.raises(DistillError, match="already set rollout.engine: vllm"):
         fit_configs(config_from_dict(vllm))
+    budget = {**MIN, "arms": ["raft_ema_budget"],
+              "fit_overrides": {"rollout.target_length_factor": 2.0}}
+    with pytest.raises(DistillError, match="already set rollout.target_length_factor"):
+        fit_configs(config_from_dict(budget))
     plain = {**MIN, "arms": ["raft_ema_guard"], "fit_overrides": {"teacher.template": TEACHER_TEMPLATE}}
     assert len(fit_configs(config_from_dict(plain))) == 1
     # the shared lr from the fit config file itself (not fit_overrides): caught before training
