@@ -94,9 +94,11 @@ def item_markdown(report: dict[str, Any], titles: dict[str, str]) -> list[str]:
     metrics = _item_metrics(items)
     if not metrics:
         return []
+    pairs = items.get("pairs") or []
+    compared = [*vs_sft.values(), *(p["metrics"] for p in pairs)]
     how = (
         "seeds resampled, then items"
-        if any("p_holm" in c for per in vs_sft.values() for c in per.values())
+        if any("p_holm" in c for per in compared for c in per.values())
         else "items averaged over seeds"
     )
     lines = [
@@ -109,8 +111,8 @@ def item_markdown(report: dict[str, Any], titles: dict[str, str]) -> list[str]:
     for arm, per_metric in intervals.items():
         cells = [_interval(per_metric.get(m), m) for m in metrics]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    if not vs_sft:
-        return lines
+    if not vs_sft:  # an ablation run without sft_raw still reports its pairs
+        return lines + _pairs_markdown(pairs, metrics, titles)
     lines += [
         "",
         "## Paired differences vs SFT (sft_raw), per item (points); NLL in nats",
@@ -128,7 +130,7 @@ def item_markdown(report: dict[str, Any], titles: dict[str, str]) -> list[str]:
             if (c := per_metric.get(metric)) is not None:
                 lines.append(f"| {arm} | {titles[metric]} | {_cells(c, metric)} |")
                 sentences.append(_sentence(arm, "sft_raw", metric, titles, c))
-    return lines + [""] + sentences + _pairs_markdown(items.get("pairs") or [], metrics, titles)
+    return lines + [""] + sentences + _pairs_markdown(pairs, metrics, titles)
 
 
 def _pairs_markdown(

@@ -219,3 +219,23 @@ def test_plot_with_and_without_the_merge_grid(tmp_path: Path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     old = _report(None, {"sft_raw": {0: {"general": 0.4}}, "raft_ema": {0: {"general": 0.5}}})
     assert len(figure(old, tmp_path / "old").axes) == 1  # no learning axis: the bars only
+
+
+def test_ablation_pairs_are_reported_without_sft_raw():
+    """A run of an arm and its ablation only (raft_ema vs raft_ema_budget, no sft_raw): the
+    pair's seed-level comparison is the report's point, so it must be printed."""
+    right = [1] * 30 + [0] * 10
+    items = {
+        "base": {0: {"domain": _vec(right)}},
+        "raft_ema": {s: {"domain": _vec(right)} for s in (0, 1)},
+        "raft_ema_budget": {s: {"domain": _vec([0] * 5 + [1] * 35)} for s in (0, 1)},
+    }
+    scores = {
+        "base": {0: {"domain": 0.75}},
+        "raft_ema": {0: {"domain": 0.75}, 1: {"domain": 0.75}},
+        "raft_ema_budget": {0: {"domain": 0.875}, 1: {"domain": 0.875}},
+    }
+    md = markdown(_report(item_table(items, n_boot=200), scores))
+    assert "## Ablations: each arm vs the arm it varies" in md
+    assert "| raft_ema_budget | raft_ema | z cut at 1.5 x the target" in md
+    assert "seeds resampled, then items" in md
