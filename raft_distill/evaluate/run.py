@@ -99,10 +99,16 @@ def _resolve(path: str) -> Any:
         raise DistillError(str(err)) from None
 
 
-def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def evaluate(
+    cfg: EvalConfig,
+    log: Callable[[str], None] = print,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Evaluate every model of `cfg` on its enabled suites; return one result per model.
 
-    Writes the files described in `report.py` under `cfg.output_dir`.
+    Writes the files described in `report.py` under `cfg.output_dir`. `on_result` is
+    called with each model's result as soon as its files are final (after the judge, if
+    any), so a caller can record progress that survives a stopped run.
     """
     suites = _load_suites(cfg)
     out_dir = Path(cfg.output_dir)
@@ -114,10 +120,14 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] = print) -> list[dict[s
         write_model(out_dir, result, responses)
         results.append(result)
         all_responses.append(responses)
+        if cfg.judge is None and on_result is not None:
+            on_result(result)
     if cfg.judge is not None:
         _judge(cfg, results, all_responses, log)
         for result, responses in zip(results, all_responses, strict=True):
             write_model(out_dir, result, responses)
+            if on_result is not None:
+                on_result(result)
     write_summary(out_dir, results, cfg.reference, cfg.bootstrap)
     return results
 

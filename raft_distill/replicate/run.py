@@ -226,10 +226,13 @@ def run_eval(
         for m in todo:
             cache.pop(m.name, None)
         _write_json(cache_path, cache)
-        evaluate(ecfg.model_copy(update={"models": todo}), log=log)
-        for m in todo:
-            cache[m.name] = _fingerprint(ecfg, m)
-        _write_json(cache_path, cache)
+        by_name = {m.name: m for m in todo}
+
+        def done(result: dict[str, Any]) -> None:  # one model at a time: a stopped run resumes
+            cache[result["model"]] = _fingerprint(ecfg, by_name[result["model"]])
+            _write_json(cache_path, cache)
+
+        evaluate(ecfg.model_copy(update={"models": todo}), log=log, on_result=done)
     results = [json.loads((eval_dir / m.name / "results.json").read_text()) for m in models]
     write_summary(eval_dir, results)
     return results

@@ -168,9 +168,9 @@ def test_tiny_data_override_and_prune_end_to_end(
         calls["prune"].append(Path(output).parent.parent.name)
         return real_prune(base, finetuned, output, **kw)
 
-    def eval_once(ecfg: Any, log: Any = print) -> Any:
+    def eval_once(ecfg: Any, log: Any = print, **kwargs: Any) -> Any:
         calls["eval"] += [m.name for m in ecfg.models]
-        return real_eval(ecfg, log=log)
+        return real_eval(ecfg, log=log, **kwargs)
 
     real_fit, real_prune, real_eval = train.Trainer, _REAL_PRUNE, _REAL_EVALUATE
     monkeypatch.setattr(train, "fit", fit_once)

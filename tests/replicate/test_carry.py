@@ -31,9 +31,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         calls["fit"].append(f"{out.parent.name}/{out.name}")
         return real_fit(fcfg, resume=resume)
 
-    def evaluate(ecfg: Any, log: Any = print) -> Any:
+    def evaluate(ecfg: Any, log: Any = print, **kwargs: Any) -> Any:
         calls["eval"] += [m.name for m in ecfg.models]
-        return real_eval(ecfg, log=log)
+        return real_eval(ecfg, log=log, **kwargs)
 
     monkeypatch.setattr(train, "fit", fit)
     monkeypatch.setattr(eval_run, "evaluate", evaluate)

@@ -90,9 +90,9 @@ def test_replicate_tiny_end_to_end_and_resume(
         calls["fit"].append(fcfg.train.output_dir)
         return real_fit(fcfg, resume=resume).run()
 
-    def eval_once(ecfg: Any, log: Any = print) -> Any:
+    def eval_once(ecfg: Any, log: Any = print, **kwargs: Any) -> Any:
         calls["eval"] += [m.name for m in ecfg.models]
-        return real_eval(ecfg, log=log)
+        return real_eval(ecfg, log=log, **kwargs)
 
     real_eval = _REAL_EVALUATE
     monkeypatch.setattr(train, "fit", fit_once)
@@ -105,3 +105,41 @@ def test_replicate_tiny_end_to_end_and_resume(
 
 
 _REAL_EVALUATE = eval_run.evaluate
+
+
+def test_a_stopped_eval_keeps_the_models_it_finished(
+    replicate_files: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    """An eval killed after some models (a session ending mid-run) must not evaluate those
+    again: each model's cache entry is written when its results are, not at the end."""
+    cfg = load_replicate_config(
+        replicate_files["path"], ["seeds=[0]", "arms=[base,sft_raw]", "all_seeds_arms=[sft_raw]"]
+    )
+    out: Path = replicate_files["out"]
+    real_model = eval_run._evaluate_model
+    seen: list[str] = []
+
+    def stop_at_second(ecfg: Any, entry: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(entry.name)
+        if len(seen) == 2:
+            raise KeyboardInterrupt("session ended")
+        return real_model(ecfg, entry, *args, **kwargs)
+
+    monkeypatch.setattr(eval_run, "_evaluate_model", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        replicate(cfg, "first", log=lambda _: None)
+    assert seen == ["base", "sft_raw-seed0"]
+    assert set(json.loads((out / "eval_cache.json").read_text())) == {"base"}
+
+    seen.clear()
+    monkeypatch.setattr(eval_run, "_evaluate_model", real_model)
+    calls: list[str] = []
+
+    def eval_once(ecfg: Any, log: Any = print, **kwargs: Any) -> Any:
+        calls.extend(m.name for m in ecfg.models)
+        return _REAL_EVALUATE(ecfg, log=log, **kwargs)
+
+    monkeypatch.setattr(eval_run, "evaluate", eval_once)
+    report = replicate(cfg, "again", log=lambda _: None)
+    assert calls == ["sft_raw-seed0"]
+    assert [r["model"] for r in report["runs"]] == ["base", "sft_raw-seed0"]

@@ -34,9 +34,9 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         calls["merge"].append(f"{Path(output).parent.parent.name}/{Path(output).parent.name}")
         return _REAL["merge"](base, finetuned, output, **kw)
 
-    def evaluate(ecfg: Any, log: Any = print) -> Any:
+    def evaluate(ecfg: Any, log: Any = print, **kwargs: Any) -> Any:
         calls["eval"] += [m.name for m in ecfg.models]
-        return _REAL["eval"](ecfg, log=log)
+        return _REAL["eval"](ecfg, log=log, **kwargs)
 
     monkeypatch.setattr(train, "fit", fit)
     monkeypatch.setattr(merge_module, "merge", merge)
