@@ -194,6 +194,17 @@ class LossConfig(_Strict):
     logit_chunk_size: int = Field(
         default=64, gt=0, description="positions per lm_head chunk (memory of full-vocab logits)"
     )
+    reference_words: list[str] = Field(
+        default_factory=lambda: ["reference"],
+        description="words of the teacher's context ('Background reference knowledge'): a z "
+        "position whose teacher top-1 is one's first token (any case, with or without a "
+        "leading space) is counted in metrics.jsonl's teacher_reference_top1",
+    )
+    mask_reference_kl: bool = Field(
+        default=False,
+        description="drop those positions from the KL, so the student is not pulled toward "
+        "talking about the reference it never sees (the leak ablation; paper: none)",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

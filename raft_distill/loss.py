@@ -80,6 +80,19 @@ def kl_sequence_sum(kl_per_position: Tensor, position_weight: Tensor, temperatur
     return temperature**2 * (kl_per_position * position_weight).sum()
 
 
+def reference_weights(
+    teacher_top1: Tensor, reference_ids: Tensor, position_weight: Tensor, mask: bool
+) -> tuple[Tensor, Tensor]:
+    """(where the teacher's top-1 starts a word of its own context such as 'reference', the
+    KL position weights, zero there when `mask`). At those positions the teacher is about
+    to talk about the reference it reads, which the student never sees: distilled as is,
+    the student learns to say "The reference knowledge is ..." (loss.mask_reference_kl)."""
+    at_reference = torch.isin(teacher_top1.to(position_weight.device), reference_ids)
+    if mask:
+        position_weight = position_weight * (~at_reference).to(position_weight.dtype)
+    return at_reference, position_weight
+
+
 def padded_kl_loss(
     teacher_topk: Tensor, student_topk: Tensor, mask: Tensor, temperature: float, n_sequences: int
 ) -> Tensor:

@@ -11,6 +11,7 @@ FSDP, a batch that does not split) come before any model is loaded where they ca
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import resource
@@ -27,6 +28,7 @@ from raft_distill.config import FitConfig
 from raft_distill.data import FALLBACK_PROMPT, Dataset, Example, build_dataset, load_rows
 from raft_distill.errors import DistillError
 from raft_distill.head import check_head
+from raft_distill.loss import reference_weights
 from raft_distill.student import StudentScorer, apply_tf32, autocast_supported
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ class FitRun:
     two_phase: bool  # EMA lambda in raft mode: g_SFT is kept apart until lambda is known
     vllm_synced_step: int | None = None  # the step whose weights the engine holds
     teacher_engine: Any = None  # teacher.engine vllm: the engine giving the teacher's top-K
+    # first tokens of loss.reference_words (teacher_reference_top1, loss.mask_reference_kl)
+    reference_ids: torch.Tensor = dataclasses.field(
+        default_factory=lambda: torch.empty(0, dtype=torch.long)
+    )
 
     @property
     def device(self) -> torch.device:
@@ -72,6 +78,16 @@ class FitRun:
     @property
     def use_sft(self) -> bool:
         return self.cfg.loss.mode in ("raft", "sft")
+
+    def kl_weights(
+        self, topk_ids: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """loss.reference_weights for this run's teacher top-K ids: (positions whose top-1
+        starts a reference word, the KL position weights on the device)."""
+        return reference_weights(
+            topk_ids[:, 0], self.reference_ids, weight.to(self.device),
+            self.cfg.loss.mask_reference_kl,
+        )
 
     def student(self, **kwargs: Any) -> torch.Tensor:
         """The student scorer's forward under the run's autocast."""
@@ -166,7 +182,20 @@ def build_run(cfg: FitConfig) -> FitRun:
         balance=balance,
         two_phase=two_phase,
         teacher_engine=teacher_engine,
+        reference_ids=reference_token_ids(tokenizer, cfg.loss.reference_words).to(accelerator.device),
     )
+
+
+def reference_token_ids(tokenizer: Any, words: Sequence[str]) -> torch.Tensor:
+    """The first token of each word as the teacher could start it: lower and capitalised,
+    with and without a leading space (' reference', 'Reference', ...)."""
+    ids: set[int] = set()
+    for word in words:
+        for form in {word.lower(), word.capitalize()}:
+            for text in (form, " " + form):
+                first = tokenizer.encode(text, add_special_tokens=False)[:1]
+                ids.update(int(i) for i in first)
+    return torch.tensor(sorted(ids), dtype=torch.long)
 
 
 def check_lora(cfg: FitConfig) -> None:

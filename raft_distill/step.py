@@ -4,18 +4,18 @@
 2. `teacher_scores`: the frozen teacher's top-K logits on z, read after its
    answer-conditioned context (y^ and x; x alone in on-policy mode);
 3. `kl_backward`: the student's logits at those ids on z given x alone, the top-K
-   temperature forward KL (`loss.topk_forward_kl`), and its backward;
+   temperature forward KL (`loss.topk_forward_kl`; positions where the teacher's top-1
+   starts 'reference' are counted, and dropped under loss.mask_reference_kl), its backward;
 4. `sft_backward`: the student's token-mean CE on y^ given x, and its backward;
 5. `balance_gradients`: lambda from the bias-corrected EMA of both full-step losses,
    g = g_SFT + lambda * g_KL; `optimizer_step`: clip, AdamW, schedule.
 `train_step` runs them and returns a `StepResult`; train.py makes it a metrics.jsonl row.
 
-The SFT pass runs before the KL pass: every loss piece is divided by the whole step's
-sequences (KL) or target tokens (SFT) over all micro-batches and processes (`count_step`,
-first), so the loss, its gradient and lambda do not depend on the micro-batch split. lambda
-needs both full-step losses before it can weight g_KL, so with the EMA g_SFT is set aside
-while g_KL accumulates (`set_aside_sft_gradients`) and the two are combined after (exact,
-one extra gradient buffer). The same code runs on one CPU, with DDP and with FSDP2.
+Every loss piece is divided by the whole step's sequences (KL) or target tokens (SFT) over
+all micro-batches and processes (`count_step`, first): loss, gradient and lambda do not
+depend on the micro-batch split. With the EMA, g_SFT (first) is set aside while g_KL
+accumulates (`set_aside_sft_gradients`), then combined: exact, one extra gradient buffer.
+The same code runs on one CPU, with DDP and with FSDP2.
 
 Where lambda is known before the backward (fixed, or the EMA with one micro-batch per
 process) phases 3 and 4 can run as one student pass instead (`joint_backward`, the
@@ -28,6 +28,7 @@ separate passes up to rounding (tests/distill/test_step_joint.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import torch
@@ -59,9 +60,7 @@ def train_step(run: FitRun, step: int) -> StepResult:
         kl = KLSums()
         if run.use_kl:
             kl = kl_backward(run, micro, trajectories, counts.sequences, times)
-    sft_total, *kl_totals = run.reduce_sum(
-        [sft_sum, kl.kl, kl.mass, kl.positions, kl.first, kl.rest, kl.n_first]
-    )
+    sft_total, *kl_totals = run.reduce_sum([sft_sum, *dataclasses.astuple(kl)])
     kl = KLSums(*kl_totals)
     loss_sft = sft_total / counts.sft_tokens if run.use_sft else None
     loss_kl = kl.kl / counts.sequences if run.use_kl else None
@@ -178,12 +177,13 @@ def _kl_micro_batch(
     """The student's gathered logits at the teacher's top-K ids, the KL, its backward."""
     temperature = run.cfg.loss.temperature
     packed = teacher.pack([e.prompt_ids for e in batch], z, run.pad_id)
+    at_reference, weight = run.kl_weights(scores.topk_ids, packed.weight)
     with run.grad_sync(last):
         v_k = run.student(kind="kl", topk_ids=scores.topk_ids, **run.to_device(packed))
         kl_tok = topk_forward_kl(scores.topk_values, v_k, temperature)
-        kl_part = kl_sequence_sum(kl_tok, packed.weight.to(run.device), temperature)
+        kl_part = kl_sequence_sum(kl_tok, weight, temperature)
         run.accelerator.backward(kl_part * factor)
-    sums.add(float(kl_part.detach()), kl_tok.detach(), scores, packed.first.to(run.device))
+    sums.add(float(kl_part.detach()), kl_tok.detach(), scores, packed.first.to(run.device), at_reference)
 
 
 def joint_backward(
@@ -206,19 +206,20 @@ def joint_backward(
             scores = teacher_scores(run, batch, z)
         with timed(times, "student_joint"), run.grad_sync(j == len(micro) - 1):
             packed = pack_joint([e.prompt_ids for e in batch], [e.target_ids for e in batch], z, run.pad_id)
-            ce_sum, kl_part, kl_tok = _joint_forward(run, packed, scores)
+            at_reference, kl_weight = run.kl_weights(scores.topk_ids, packed.kl.weight)
+            ce_sum, kl_part, kl_tok = _joint_forward(run, packed, scores, kl_weight)
             if run.two_phase:
                 total_ce, total_kl = run.reduce_sum([float(ce_sum.detach()), float(kl_part.detach())])
                 lam = ema_lam = run.balance.update(total_ce / counts.sft_tokens, total_kl / counts.sequences)
             weighted = ce_sum * (scale / counts.sft_tokens) + kl_part * (lam * scale / counts.sequences)
             run.accelerator.backward(weighted)
         sft_sum += float(ce_sum.detach())
-        sums.add(float(kl_part.detach()), kl_tok.detach(), scores, packed.kl.first.to(run.device))
+        sums.add(float(kl_part.detach()), kl_tok.detach(), scores, packed.kl.first.to(run.device), at_reference)
     return sft_sum, sums, ema_lam
 
 
 def _joint_forward(
-    run: FitRun, packed: JointPacked, scores: teacher.TeacherScores
+    run: FitRun, packed: JointPacked, scores: teacher.TeacherScores, kl_weight: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(CE sum on y^, T^2 sum_i (1/L_i) sum_t KL_t on z, per-position KL) from one forward."""
     temperature = run.cfg.loss.temperature
@@ -237,7 +238,7 @@ def _joint_forward(
             kind="joint",
         )
     kl_tok = topk_forward_kl(scores.topk_values, v_k, temperature)
-    return ce_sum, kl_sequence_sum(kl_tok, packed.kl.weight.to(d), temperature), kl_tok
+    return ce_sum, kl_sequence_sum(kl_tok, kl_weight, temperature), kl_tok
 
 
 def sft_backward(run: FitRun, micro: list[list[Example]], n_tok: float, times: StepTimes) -> float:
@@ -265,10 +266,7 @@ def set_aside_sft_gradients(run: FitRun) -> list[torch.Tensor | None]:
 
 
 def balance_gradients(
-    run: FitRun,
-    loss_sft: float | None,
-    loss_kl: float | None,
-    stash: list[torch.Tensor | None] | None,
+    run: FitRun, loss_sft: float | None, loss_kl: float | None, stash: list[torch.Tensor | None] | None
 ) -> float | None:
     """Phase 5a: lambda from this step's losses (raft mode); with the EMA, the gradient
     becomes g = g_SFT + lambda * g_KL (g_KL is in p.grad, g_SFT in `stash`)."""

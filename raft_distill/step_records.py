@@ -54,12 +54,15 @@ class KLSums:
     first: float = 0.0
     rest: float = 0.0
     n_first: float = 0.0
+    reference_top1: float = 0.0  # positions whose teacher top-1 starts a reference word
 
     def add(
-        self, kl_part: float, kl_tok: torch.Tensor, scores: TeacherScores, at_first: torch.Tensor
+        self, kl_part: float, kl_tok: torch.Tensor, scores: TeacherScores, at_first: torch.Tensor,
+        at_reference: torch.Tensor,
     ) -> None:
-        """A micro-batch's KL, top-K mass and first-position figures added in."""
+        """A micro-batch's KL, top-K mass, first-position and reference figures added in."""
         self.kl += kl_part
+        self.reference_top1 += int(at_reference.sum())
         self.mass += float(topk_mass(scores.topk_values, scores.logsumexp).sum())
         self.positions += int(kl_tok.numel())
         self.first += float(kl_tok[at_first].sum())

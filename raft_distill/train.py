@@ -97,6 +97,7 @@ def metrics_row(run: FitRun, result: StepResult) -> dict[str, Any]:
         "ce_kl_ratio": _ratio(r.loss_sft, weighted_kl if weighted_kl > 0 else None),
         "raw_ce_kl_ratio": _ratio(r.loss_sft, r.loss_kl),
         "topk_mass": _ratio(kl.mass, kl.positions),
+        "teacher_reference_top1": _ratio(kl.reference_top1, kl.positions),
         "grad_norm": r.grad_norm,
         "sequences": batch_size,
         "sft_tokens": int(counts.sft_tokens),

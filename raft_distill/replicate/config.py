@@ -40,7 +40,7 @@ ArmName = Literal[
     "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
     "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
     "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft", "raft_ema_vllm",
-    "raft_ema_budget",
+    "raft_ema_budget", "raft_ema_mask",
 ]
 
 _SFT_GOLD: dict[str, Any] = {"loss.mode": "sft", "loss.sft_target": "gold"}
@@ -75,12 +75,15 @@ ARMS: dict[str, dict[str, Any] | None] = {
     # trajectory-budget ablation (issue 22, docs/METHOD.md step 1): z cut at 1.5 x the row's
     # SFT target instead of max_new_tokens for every row
     "raft_ema_budget": {**_RAFT_EMA, "rollout.target_length_factor": 1.5},
+    # leak ablation (issue 21): no KL at z positions where the teacher's top-1 starts
+    # 'reference' (loss.mask_reference_kl)
+    "raft_ema_mask": {**_RAFT_EMA, "loss.mask_reference_kl": True},
 }
 ARM_ORDER: list[ArmName] = [
     "base", "sft_raw", "sft_lr5e-5", "sft_lr2e-4", "sft_fused", "sdft", "fapm", "sft_merge",
     "on_policy", "raft_ema", "raft_ema_guard", "raft_merge", "raft_fixed_0.1",
     "raft_fixed_1.0", "raft_ema_plain", "lora_sft", "lora_raft", "raft_ema_vllm",
-    "raft_ema_budget",
+    "raft_ema_budget", "raft_ema_mask",
 ]
 assert ARM_ORDER == list(ARMS)
 # post-hoc arm -> (what it does, its fixed source arm; fapm's is prune.source)
@@ -90,6 +93,12 @@ POSTHOC_ARMS: dict[str, tuple[Literal["prune", "merge"], str | None]] = {
     "raft_merge": ("merge", "raft_ema"),
 }
 LORA_ARMS = ("lora_sft", "lora_raft")
+# raft_ema's one-switch ablations: arm -> (dotted fit key, the arm's value)
+RAFT_EMA_ABLATIONS: dict[str, tuple[str, Any]] = {
+    arm: next((k, v) for k, v in sw.items() if k not in _RAFT_EMA)
+    for arm, sw in ARMS.items()
+    if arm.startswith("raft_ema_") and sw is not None and len(sw) == len(_RAFT_EMA) + 1
+}
 LR_ARMS = {arm: float(sw["train.lr"]) for arm, sw in ARMS.items() if sw and "train.lr" in sw}
 DEFAULT_ALL_SEEDS: list[ArmName] = ["sft_raw", "raft_ema"]  # the headline arms
 # The default arm list (the demo's); sdft needs arm_data.sdft, so it is opt-in like the others.

@@ -34,6 +34,7 @@ from raft_distill.replicate.config import (
     ARMS,
     LORA_ARMS,
     POSTHOC_ARMS,
+    RAFT_EMA_ABLATIONS,
     ReplicateConfig,
     lr_clash,
     set_dotted,
@@ -42,7 +43,6 @@ from raft_distill.replicate.posthoc import run_posthoc
 from raft_distill.replicate.report import markdown, plot
 from raft_distill.replicate.table import arm_table, item_table, item_vectors, result_scores
 from schemas.config_files import read_config_mapping
-from schemas.teacher_context import GUARDED_TEACHER_TEMPLATE
 
 Log = Callable[[str], None]
 
@@ -60,32 +60,27 @@ def _shared_fit(cfg: ReplicateConfig) -> dict[str, Any]:
     return shared
 
 
+def _fit_default(section: str, field: str) -> Any:
+    """The fit config's default for `section.field` (what raft_ema runs with)."""
+    model = FitConfig.model_fields[section].annotation
+    return model.model_fields[field].get_default(call_default_factory=True)  # type: ignore[union-attr]
+
+
 def _check_shared(cfg: ReplicateConfig, shared: dict[str, Any]) -> None:
     """Refuse a shared fit config that already makes an arm's switch for every arm."""
     where = f"{cfg.fit_config} + fit_overrides"
-    teacher, train = shared.get("teacher") or {}, shared.get("train") or {}
-    rollout = shared.get("rollout") or {}
-    if "raft_ema_plain" in cfg.arms and teacher.get("format") == "plain":
-        raise DistillError(
-            f"arm raft_ema_plain is the plain-vs-chat teacher ablation of raft_ema, but "
-            f"{where} already set teacher.format: plain for every arm; set it to chat (the "
-            "default) or drop raft_ema_plain"
-        )
-    if "raft_ema_guard" in cfg.arms and teacher.get("template") == GUARDED_TEACHER_TEMPLATE:
-        raise DistillError(
-            f"arm raft_ema_guard is the teacher-guard ablation of raft_ema, but {where} "
-            "already set teacher.template to the guarded one for every arm; drop it there"
-        )
-    if "raft_ema_vllm" in cfg.arms and rollout.get("engine") == "vllm":
-        raise DistillError(
-            f"arm raft_ema_vllm is the vLLM-rollout check of raft_ema, but {where} already "
-            "set rollout.engine: vllm for every arm; set it to transformers or drop the arm"
-        )
-    if "raft_ema_budget" in cfg.arms and rollout.get("target_length_factor") is not None:
-        raise DistillError(
-            f"arm raft_ema_budget is the trajectory-budget ablation of raft_ema, but {where} "
-            "already set rollout.target_length_factor for every arm; drop it there"
-        )
+    train = shared.get("train") or {}
+    for arm in (a for a in cfg.arms if a in RAFT_EMA_ABLATIONS):
+        key, value = RAFT_EMA_ABLATIONS[arm]
+        section, _, field = key.partition(".")
+        default = _fit_default(section, field)
+        shared_value = (shared.get(section) or {}).get(field, default)
+        if shared_value != default:
+            raise DistillError(
+                f"arm {arm} is raft_ema with {key}: {value!r} (an ablation), but {where} "
+                f"already set {key} to {shared_value!r} for every arm, so raft_ema would be "
+                f"the ablation too: set it back to {default!r} there or drop {arm}"
+            )
     if train.get("lora") is not None and any(a in LORA_ARMS for a in cfg.arms):
         raise DistillError(
             f"{where} sets train.lora for every arm, so the full fine-tuning arms would be "

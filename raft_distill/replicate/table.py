@@ -233,6 +233,7 @@ ABLATION_PAIRS: list[tuple[str, str, str]] = [
     ("raft_ema_guard", "raft_ema", "the leak fix: a teacher told not to mention the reference"),
     ("raft_ema_vllm", "raft_ema", "rollouts from vLLM instead of HF generate: should not differ"),
     ("raft_ema_budget", "raft_ema", "z cut at 1.5 x the target instead of max_new_tokens"),
+    ("raft_ema_mask", "raft_ema", "the leak fix: no KL where the teacher's top-1 starts 'reference'"),
     ("raft_merge", "raft_ema", "does merging back with the original add to RAFT?"),
     ("sft_merge", "raft_ema", "SFT merged back vs RAFT: the cheap recipe against the method"),
     ("fapm", "raft_ema", "SFT pruned (FAPM) vs RAFT"),

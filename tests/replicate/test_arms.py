@@ -28,7 +28,7 @@ MIN = {"fit_config": "pipelines/distill_demo.yaml", "eval_config": "pipelines/ev
 # the practitioners' baselines and the vLLM-rollout and trajectory-budget checks
 # (test_config_baselines.py), not in replicate_full.yaml
 NEWER_ARMS = ("sft_lr5e-5", "sft_lr2e-4", "sft_merge", "raft_ema_guard", "raft_merge",
-              "lora_sft", "lora_raft", "raft_ema_vllm", "raft_ema_budget")
+              "lora_sft", "lora_raft", "raft_ema_vllm", "raft_ema_budget", "raft_ema_mask")
 
 
 def _err(raw: dict[str, Any]) -> str:
@@ -79,7 +79,7 @@ def test_plan_switches_and_data(monkeypatch: pytest.MonkeyPatch):
     cfg = config_from_dict({
         **MIN, "arms": ["raft_ema_plain"], "fit_overrides": {"teacher.format": "plain"},
     })
-    with pytest.raises(DistillError, match="teacher.format: plain for every arm"):
+    with pytest.raises(DistillError, match="already set teacher.format to 'plain' for every arm"):
         fit_configs(cfg)
 
 

@@ -94,15 +94,23 @@ def test_switch_clashes_with_the_shared_fit_config(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(ROOT)
     guarded = {**MIN, "arms": ["raft_ema_guard"],
                "fit_overrides": {"teacher.template": GUARDED_TEACHER_TEMPLATE}}
-    with pytest.raises(DistillError, match="already set teacher.template to the guarded"):
+    with pytest.raises(DistillError, match="arm raft_ema_guard is raft_ema with teacher.template.* already set teacher.template"):
         fit_configs(config_from_dict(guarded))
     vllm = {**MIN, "arms": ["raft_ema_vllm"], "fit_overrides": {"rollout.engine": "vllm"}}
-    with pytest.raises(DistillError, match="already set rollout.engine: vllm"):
+    with pytest.raises(DistillError, match="arm raft_ema_vllm .* already set rollout.engine to 'vllm'"):
         fit_configs(config_from_dict(vllm))
     budget = {**MIN, "arms": ["raft_ema_budget"],
               "fit_overrides": {"rollout.target_length_factor": 2.0}}
-    with pytest.raises(DistillError, match="already set rollout.target_length_factor"):
+    with pytest.raises(DistillError, match="already set rollout.target_length_factor to 2.0"):
         fit_configs(config_from_dict(budget))
+    for arm, key, value in (("raft_ema_mask", "loss.mask_reference_kl", True),
+                            ("raft_ema_plain", "teacher.format", "plain")):
+        clash = {**MIN, "arms": [arm], "fit_overrides": {key: value}}
+        with pytest.raises(DistillError, match=f"arm {arm} .* already set {key} .* or drop {arm}"):
+            fit_configs(config_from_dict(clash))
+    # the default set explicitly is no clash
+    mask_off = {**MIN, "arms": ["raft_ema_mask"], "fit_overrides": {"loss.mask_reference_kl": False}}
+    assert len(fit_configs(config_from_dict(mask_off))) == 1
     plain = {**MIN, "arms": ["raft_ema_guard"], "fit_overrides": {"teacher.template": TEACHER_TEMPLATE}}
     assert len(fit_configs(config_from_dict(plain))) == 1
     # the shared lr from the fit config file itself (not fit_overrides): caught before training
