@@ -90,7 +90,8 @@ def test_holm_over_the_report_family() -> None:
     family = [c["general_mc"] for c in table["vs_sft"].values()]
     family += [p["metrics"]["general_mc"] for p in table["pairs"]]
     assert len(family) == 3 + 2  # 3 arms vs SFT; raft_ema vs sft_fused, on_policy vs raft_ema
-    assert [c["p_holm"] for c in family] == pytest.approx(holm([c["p"] for c in family]))
+    bounded = [max(c["p"], c["p_resolution"]) for c in family]  # a p of 0 is p < 2 / n_boot
+    assert [c["p_holm"] for c in family] == pytest.approx(holm(bounded))
     assert all(c["family_size"] == 5 for c in family)
     for c in family:
         both = min(c["seeds"]) >= 2
@@ -99,6 +100,28 @@ def test_holm_over_the_report_family() -> None:
     assert table["vs_sft"]["raft_ema"]["general_mc"]["significant"]
     assert table["vs_sft"]["on_policy"]["general_mc"]["verdict"] == SUGGESTIVE
     assert table["vs_sft"]["on_policy"]["general_mc"]["p"] < 0.05  # small p, still not claimed
+
+
+def test_a_bootstrap_p_of_zero_is_only_as_small_as_the_test_can_show() -> None:
+    """No resample crossing 0 means p < 2 / n_boot, not p = 0: Holm must use that bound,
+    so a family too large for the resolution claims nothing (the 3-seed MedMCQA report
+    printed 'p (Holm) < 0.11' beside 'significant: yes'); the report's default n_boot
+    resolves a large effect in a family of ~100."""
+    rng = np.random.default_rng(11)
+    logits = rng.normal(0.0, 1.5, size=300)
+    items = {
+        "sft_raw": _arm(rng, logits, [0, 1, 2], 0.3),
+        "raft_ema": _arm(rng, logits + 2.0, [0, 1, 2], 0.3),
+    }
+    coarse = item_table(items, n_boot=50)["vs_sft"]["raft_ema"]["general_mc"]
+    assert coarse["p"] == 0.0 and coarse["p_resolution"] == pytest.approx(0.04)
+    # family of 1 here: the bound 0.04 itself; a bound >= 0.05 would claim nothing
+    assert coarse["p_holm"] == pytest.approx(0.04) and coarse["significant"]
+    coarser = item_table(items, n_boot=20)["vs_sft"]["raft_ema"]["general_mc"]
+    assert coarser["p"] == 0.0 and coarser["p_holm"] == pytest.approx(0.1)
+    assert not coarser["significant"] and coarser["verdict"] == "no"
+    default = item_table(items)["vs_sft"]["raft_ema"]["general_mc"]
+    assert default["p_resolution"] * 100 < 0.05  # ~100 comparisons: still resolvable
 
 
 def test_intervals_include_the_seed_spread() -> None:
