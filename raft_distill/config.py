@@ -197,8 +197,8 @@ class LossConfig(_Strict):
     reference_words: list[str] = Field(
         default_factory=lambda: ["reference"],
         description="words of the teacher's context ('Background reference knowledge'): a z "
-        "position whose teacher top-1 is one's first token (any case, with or without a "
-        "leading space) is counted in metrics.jsonl's teacher_reference_top1",
+        "position whose teacher top-1 is one's first token (lower-case or capitalised, with "
+        "or without a leading space) is counted in metrics.jsonl's teacher_reference_top1",
     )
     mask_reference_kl: bool = Field(
         default=False,
@@ -207,6 +207,15 @@ class LossConfig(_Strict):
     )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _mask_needs_words(self) -> LossConfig:
+        if self.mask_reference_kl and not self.reference_words:
+            raise ValueError(
+                "loss.mask_reference_kl masks the positions of loss.reference_words, which is "
+                "empty: give it words (default ['reference']) or set the mask to false"
+            )
+        return self
 
 
 class LoraConfig(_Strict):

@@ -187,14 +187,23 @@ def build_run(cfg: FitConfig) -> FitRun:
 
 
 def reference_token_ids(tokenizer: Any, words: Sequence[str]) -> torch.Tensor:
-    """The first token of each word as the teacher could start it: lower and capitalised,
-    with and without a leading space (' reference', 'Reference', ...)."""
+    """The token the teacher would start each word with, lower-case or capitalised, with and
+    without a leading space (' reference', 'Reference', ...). A bare space piece ('▁' before
+    a word in sentencepiece tokenizers) is skipped, and a first piece shorter than 4
+    letters of the word ('R' of 'R|ef|erence') is left out: it starts too many other words."""
     ids: set[int] = set()
     for word in words:
         for form in {word.lower(), word.capitalize()}:
             for text in (form, " " + form):
-                first = tokenizer.encode(text, add_special_tokens=False)[:1]
-                ids.update(int(i) for i in first)
+                pieces = tokenizer.encode(text, add_special_tokens=False)
+                first = next((i for i in pieces if tokenizer.decode([i]).strip()), None)
+                if first is None:
+                    continue
+                piece = tokenizer.decode([first]).strip()
+                if form.startswith(piece) and len(piece) >= min(4, len(form)):
+                    ids.add(int(first))
+                else:
+                    log.debug("reference word %r: first piece %r left out", text, piece)
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 

@@ -347,8 +347,11 @@ def format_p(comparison: dict[str, Any], adjusted: bool = False) -> str:
     resolution = comparison.get("p_resolution", 2 / N_BOOT)
     if adjusted:
         resolution = min(1.0, resolution * comparison.get("family_size", 1))
-    if p == 0.0 and "bootstrap" in str(comparison.get("test", "")):
+    bootstrap = "bootstrap" in str(comparison.get("test", ""))
+    if p == 0.0 and bootstrap:
         return f"< {resolution:.2g}"
+    if adjusted and bootstrap and comparison.get("p") == 0.0:  # Holm of the bound 2/n_boot
+        return f"<= {p:.3g}"
     return f"{p:.3g}"
 
 

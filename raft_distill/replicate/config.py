@@ -99,6 +99,9 @@ RAFT_EMA_ABLATIONS: dict[str, tuple[str, Any]] = {
     for arm, sw in ARMS.items()
     if arm.startswith("raft_ema_") and sw is not None and len(sw) == len(_RAFT_EMA) + 1
 }
+# a new raft_ema_* arm must be one switch on raft_ema's, with a two-level key
+assert set(RAFT_EMA_ABLATIONS) == {a for a in ARMS if a.startswith("raft_ema_")}
+assert all(k.count(".") == 1 for k, _ in RAFT_EMA_ABLATIONS.values())
 LR_ARMS = {arm: float(sw["train.lr"]) for arm, sw in ARMS.items() if sw and "train.lr" in sw}
 DEFAULT_ALL_SEEDS: list[ArmName] = ["sft_raw", "raft_ema"]  # the headline arms
 # The default arm list (the demo's); sdft needs arm_data.sdft, so it is opt-in like the others.

@@ -78,8 +78,9 @@ def _check_shared(cfg: ReplicateConfig, shared: dict[str, Any]) -> None:
         if shared_value != default:
             raise DistillError(
                 f"arm {arm} is raft_ema with {key}: {value!r} (an ablation), but {where} "
-                f"already set {key} to {shared_value!r} for every arm, so raft_ema would be "
-                f"the ablation too: set it back to {default!r} there or drop {arm}"
+                f"already set {key} to {shared_value!r} for every arm, so raft_ema would not "
+                f"run with the default its ablation is read against: set it back to "
+                f"{default!r} there or drop {arm}"
             )
     if train.get("lora") is not None and any(a in LORA_ARMS for a in cfg.arms):
         raise DistillError(

@@ -12,7 +12,7 @@ from raft_distill.config import config_from_dict
 from raft_distill.loss import reference_weights
 from raft_distill.run_setup import reference_token_ids
 from raft_distill.train import Trainer
-from tests.distill.helpers import tiny_config
+from tests.distill.helpers import make_metaspace_tokenizer, tiny_config
 
 
 def test_reference_ids_are_the_words_first_tokens_in_every_case_and_spacing(smollm2_dir):
@@ -23,6 +23,11 @@ def test_reference_ids_are_the_words_first_tokens_in_every_case_and_spacing(smol
     texts = sorted(tok.decode([i]) for i in ids)
     assert texts == [" Reference", " reference", "Reference", "reference"]
     assert reference_token_ids(tok, []).numel() == 0
+    # sentencepiece-like: ' reference' is ['▁', 'reference'] or one piece; 'Reference' is
+    # ['▁', 'R', 'ef', 'erence']: neither the bare space nor 'R' may count as the word
+    meta = make_metaspace_tokenizer()
+    ids = reference_token_ids(meta, ["reference"]).tolist()
+    assert [meta.decode([i]).strip() for i in ids] == ["reference"]
 
 
 def test_masked_positions_get_zero_weight_and_the_rest_keep_theirs():
@@ -59,3 +64,10 @@ def test_a_step_counts_reference_positions_and_the_mask_drops_them(
     assert rows["all"]["loss_kl"] == pytest.approx(rows["plain"]["loss_kl"])
     assert rows["plain"]["loss_kl"] > 0 and rows["masked"]["loss_kl"] == 0.0
     assert rows["masked"]["teacher_reference_top1"] == 1.0
+
+
+def test_the_mask_without_words_is_refused(tiny_dataset, tmp_path):
+    raw = tiny_config(tmp_path / "m", tiny_dataset, tmp_path / "o",
+                      loss={"mask_reference_kl": True, "reference_words": []})
+    with pytest.raises(Exception, match="loss.reference_words, which is empty"):
+        config_from_dict(raw)

@@ -211,6 +211,9 @@ def test_format_and_describe_the_two_level_comparison() -> None:
         "seeds": [3, 3], "one_seed": False, "significant": True, "alpha": 0.05,
     }
     assert format_p(c) == "< 0.001" and format_p(c, adjusted=True) == "< 0.008"
+    floored = {**c, "p_holm": 0.008}  # since the Holm floor: the bound's adjusted p
+    assert format_p(floored) == "< 0.001" and format_p(floored, adjusted=True) == "<= 0.008"
+    assert format_p({**floored, "p": 0.0005}, adjusted=True) == "0.008"
     assert format_p({"p": 0.2, "test": "McNemar mid-p"}, adjusted=True) == "-"  # older report
     text = describe("raft", "sft", "domain NLL", c, unit="nats", lower_is_better=True)
     assert "raft - sft = -0.050 nats [-0.080, -0.020]" in text
